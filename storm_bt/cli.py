@@ -1,0 +1,135 @@
+"""``storm-bt``: the command line of storm_bt (data, quickstart)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.logging import RichHandler
+
+from storm_bt.data.schema import DataValidationError, DownloadError
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("storm_bt")
+
+KEY_METRICS = (
+    "IC", "ICIR", "Rank IC", "Rank ICIR",
+    "1day.excess_return_with_cost.annualized_return", "1day.excess_return_with_cost.information_ratio",
+    "1day.excess_return_with_cost.max_drawdown",
+)
+
+
+def _download(args: argparse.Namespace) -> None:
+    from storm_bt.data.universes import parse_tickers
+    from storm_bt.data.yahoo import download_tickers
+
+    tickers = parse_tickers(args.universe)
+    report = download_tickers(tickers, args.start, args.end, args.out, retries=args.retries, backoff=args.backoff)
+    log.info("%s: %d downloaded, %d already cached", args.out, len(report.downloaded), len(report.cached))
+
+
+def _ingest(args: argparse.Namespace) -> None:
+    from storm_bt.data.csv_source import load_csv_dir, read_bars_file
+    from storm_bt.data.provider import write_provider
+
+    universe = args.universe or Path(args.csv_dir).resolve().name.lower()
+    panel = load_csv_dir(args.csv_dir, min_history=args.min_history, on_gap=args.on_gap)
+    bench = None
+    if args.benchmark_csv:
+        bench = read_bars_file(args.benchmark_csv, on_gap="ffill")["adj_close"]
+    summary = write_provider(panel, args.qlib_dir, universe, benchmark_close=bench, benchmark=args.benchmark_name)
+    log.info(
+        "%s provider %s: %d instruments in '%s', benchmark %s, %s .. %s (%d new sessions)",
+        summary.mode, summary.qlib_dir, summary.instruments, universe, summary.benchmark,
+        summary.first_session.date(), summary.last_session.date(), summary.appended_sessions,
+    )
+
+
+def _synth(args: argparse.Namespace) -> None:
+    from storm_bt.data.synthetic import SyntheticMarketConfig, write_market_csvs
+
+    cfg = SyntheticMarketConfig(n_stocks=args.stocks, n_days=args.days, seed=args.seed, start=args.start)
+    market = write_market_csvs(cfg, args.out)
+    dates = market.panel["date"]
+    log.info("Synthetic market: %d stocks, %s .. %s, written to %s", args.stocks, dates.min().date(), dates.max().date(), args.out)
+
+
+def _quickstart(args: argparse.Namespace) -> None:
+    from storm_bt.quickstart import QuickstartConfig, default_workflow_path, run_quickstart
+
+    cfg = QuickstartConfig(
+        run_dir=Path(args.run_dir), csv_dir=Path(args.csv_dir) if args.csv_dir else None,
+        universe=args.universe or (Path(args.csv_dir).resolve().name.lower() if args.csv_dir else "synth"),
+        stocks=args.stocks, days=args.days, seed=args.seed,
+        workflow=Path(args.workflow) if args.workflow else default_workflow_path(),
+    )
+    metrics = run_quickstart(cfg)
+    shown = metrics.reindex([k for k in KEY_METRICS if k in metrics.index])
+    log.info("Quickstart done in %s\n%s", cfg.run_dir, shown.to_string(float_format="{:.4f}".format))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``storm-bt`` argument parser (exposed for the documentation and the tests)."""
+    parser = argparse.ArgumentParser(prog="storm-bt", description="STORM factor model with Qlib, gymnasium and backtrader.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="market data: download, ingest into Qlib, synthesize").add_subparsers(dest="action", required=True)
+    p = data.add_parser("download", help="daily bars from Yahoo Finance into a resumable CSV cache")
+    p.add_argument("--universe", required=True, help="dj30, sp500 or a comma-separated ticker list")
+    p.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
+    p.add_argument("--end", required=True, help="last date (inclusive), YYYY-MM-DD")
+    p.add_argument("--out", required=True, help="CSV cache folder")
+    p.add_argument("--retries", type=int, default=3, help="extra attempts per ticker on network errors")
+    p.add_argument("--backoff", type=float, default=2.0, help="first retry wait in seconds, doubled each time")
+    p.set_defaults(func=_download)
+
+    p = data.add_parser("ingest", help="a folder of per-ticker CSV files into a Qlib provider (extends an existing one)")
+    p.add_argument("--csv-dir", required=True, help="folder of <TICKER>.csv or <TICKER>.csv.gz files")
+    p.add_argument("--qlib-dir", required=True, help="Qlib provider folder to write or extend")
+    p.add_argument("--universe", help="instrument list name (default: the CSV folder's name)")
+    p.add_argument("--min-history", type=int, default=60, help="fewest sessions a ticker needs")
+    p.add_argument("--on-gap", choices=("raise", "ffill", "nan"), default="raise", help="missing NYSE sessions inside a ticker's history")
+    p.add_argument("--benchmark-csv", help="an index in the same CSV format (default: equal-weight index of the universe)")
+    p.add_argument("--benchmark-name", help="instrument name of the benchmark (default: <UNIVERSE>_EW)")
+    p.set_defaults(func=_ingest)
+
+    p = data.add_parser("synth", help="a seeded synthetic market with a planted, learnable signal")
+    p.add_argument("--out", required=True, help="folder for the per-ticker CSV files")
+    p.add_argument("--stocks", type=int, default=30)
+    p.add_argument("--days", type=int, default=750)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--start", default="2015-01-02", help="first calendar day")
+    p.set_defaults(func=_synth)
+
+    p = sub.add_parser("quickstart", help="the whole pipeline on the synthetic market (or --csv-dir), offline")
+    p.add_argument("--run-dir", default="runs/quickstart", help="folder that receives every stage's output")
+    p.add_argument("--csv-dir", help="real per-ticker CSV files instead of the synthetic market")
+    p.add_argument("--universe", help="instrument list name in the provider (default: synth, or the CSV folder's name)")
+    p.add_argument("--stocks", type=int, default=30)
+    p.add_argument("--days", type=int, default=750)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workflow", help="workflow YAML to retarget (default: experiments/workflow_lgbm_alpha158_dj30.yaml)")
+    p.set_defaults(func=_quickstart)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``storm-bt`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    handler = RichHandler(show_path=False) if sys.stderr.isatty() else logging.StreamHandler()
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", handlers=[handler])
+    try:
+        args.func(args)
+    except (DataValidationError, DownloadError, FileNotFoundError, ValueError) as e:
+        log.error("%s", e)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

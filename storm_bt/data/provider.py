@@ -1,0 +1,262 @@
+"""Write (and incrementally extend) a Qlib binary data provider from a validated panel.
+
+Qlib's ``dump_bin.py`` is not in the pip package, so the format is written here:
+
+* ``calendars/day.txt``: one NYSE session per line;
+* ``instruments/all.txt`` and ``instruments/<universe>.txt``: ``SYMBOL<TAB>first<TAB>last``;
+* ``features/<symbol>/<field>.day.bin``: little-endian float32, the first value being the index
+  of the instrument's first session in the calendar, then one value per session.
+
+Prices are split- and dividend-adjusted (raw x ``factor``, ``factor = adj_close / close``),
+volume is divided by the factor (so price x volume stays the traded value), ``vwap`` is
+estimated as the adjusted typical price (high + low + close) / 3 because Yahoo has no VWAP, and
+``change`` is the adjusted close-to-close return that Qlib's exchange reads. A benchmark
+instrument ``<UNIVERSE>_EW`` (equal-weight total-return index of the universe) is written beside
+the stocks unless a real index series is given.
+
+An existing provider is extended in place of being rebuilt: only sessions after an instrument's
+last stored day are appended, rescaled so that the adjusted prices continue the stored series.
+Every write happens in a staging copy that replaces the provider only when all of it succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from qlib.utils import code_to_fname
+
+from storm_bt.data.calendar import nyse_sessions
+from storm_bt.data.schema import DataValidationError
+from storm_bt.io import atomic_write_text, staged_dir
+
+__all__ = ["FIELDS", "ProviderSummary", "provider_fields", "write_provider", "read_bin", "benchmark_name"]
+
+log = logging.getLogger(__name__)
+
+FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume", "factor", "vwap", "change")
+_BIN_DTYPE = "<f4"
+_OVERLAP_RTOL = 1e-4  # adjusted returns of re-downloaded history must agree to this relative level
+_META_FILE = "storm_bt_provider.json"
+
+
+@dataclass(frozen=True)
+class ProviderSummary:
+    """What a write did, for logs and for the CLI's report."""
+
+    qlib_dir: Path
+    universe: str
+    benchmark: str
+    instruments: int
+    first_session: pd.Timestamp
+    last_session: pd.Timestamp
+    appended_sessions: int  # sessions added to the calendar by this write (all of them on a fresh build)
+    mode: str  # "fresh" or "update"
+
+
+def benchmark_name(universe: str) -> str:
+    """Name of the equal-weight benchmark instrument written for ``universe``."""
+    return f"{universe.upper()}_EW"
+
+
+def provider_fields(panel: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Qlib fields as (sessions x instruments) frames from a long panel of raw bars."""
+    wide = {f: panel.pivot(index="date", columns="instrument", values=f) for f in ("open", "high", "low", "close", "adj_close", "volume")}
+    factor = wide["adj_close"] / wide["close"]
+    out = {f: wide[f] * factor for f in ("open", "high", "low", "close")}
+    out["volume"] = wide["volume"] / factor
+    out["factor"] = factor
+    out["vwap"] = (out["high"] + out["low"] + out["close"]) / 3.0
+    out["change"] = out["close"].pct_change(fill_method=None)
+    return out
+
+
+def _equal_weight_returns(close: pd.DataFrame) -> pd.Series:
+    """Mean daily return of the instruments that traded on both days."""
+    return close.pct_change(fill_method=None).mean(axis=1, skipna=True).fillna(0.0)
+
+
+def _bin_path(root: Path, instrument: str, field: str) -> Path:
+    return root / "features" / code_to_fname(instrument).lower() / f"{field}.day.bin"
+
+
+def read_bin(root: str | Path, instrument: str, field: str) -> tuple[int, np.ndarray]:
+    """Start index in the calendar and float32 values of one provider field."""
+    raw = np.fromfile(_bin_path(Path(root), instrument, field), dtype=_BIN_DTYPE)
+    return int(raw[0]), raw[1:]
+
+
+def _write_bin(root: Path, instrument: str, field: str, start: int, values: np.ndarray) -> None:
+    path = _bin_path(root, instrument, field)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.hstack([[start], values]).astype(_BIN_DTYPE).tofile(path)
+
+
+def _append_bin(root: Path, instrument: str, field: str, values: np.ndarray) -> None:
+    with _bin_path(root, instrument, field).open("ab") as fh:
+        np.asarray(values, dtype=_BIN_DTYPE).tofile(fh)
+
+
+def _read_calendar(root: Path) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex(pd.read_csv(root / "calendars" / "day.txt", header=None)[0], name="date")
+
+
+def _read_instruments(root: Path, name: str) -> pd.DataFrame:
+    path = root / "instruments" / f"{name}.txt"
+    if not path.exists():
+        return pd.DataFrame(columns=["start", "end"], index=pd.Index([], name="instrument"))
+    frame = pd.read_csv(path, sep="\t", header=None, names=["instrument", "start", "end"], parse_dates=["start", "end"])
+    return frame.set_index("instrument")
+
+
+def _write_instruments(root: Path, name: str, ranges: pd.DataFrame) -> None:
+    lines = [f"{inst}\t{r.start:%Y-%m-%d}\t{r.end:%Y-%m-%d}" for inst, r in ranges.sort_index().iterrows()]
+    atomic_write_text(root / "instruments" / f"{name}.txt", "\n".join(lines) + "\n")
+
+
+def _instrument_ranges(fields: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    present = fields["close"].notna() | fields["factor"].notna()
+    first = present.idxmax()
+    last = present[::-1].idxmax()
+    return pd.DataFrame({"start": first, "end": last}).rename_axis("instrument")
+
+
+def _benchmark_fields(level: pd.Series) -> dict[str, pd.Series]:
+    """An index level as a tradeable-looking instrument (OHLC = level, no volume)."""
+    ones = pd.Series(1.0, index=level.index)
+    return {"open": level, "high": level, "low": level, "close": level, "volume": ones * 0.0, "factor": ones,
+            "vwap": level, "change": level.pct_change(fill_method=None)}
+
+
+def _fresh(stage: Path, fields: dict[str, pd.DataFrame], universe: str, bench: str, bench_level: pd.Series) -> int:
+    calendar = nyse_sessions(fields["close"].index[0], fields["close"].index[-1])
+    position = pd.Series(np.arange(len(calendar)), index=calendar)
+    ranges = _instrument_ranges(fields)
+    for inst, r in ranges.iterrows():
+        for field in FIELDS:
+            _write_bin(stage, str(inst), field, int(position[r.start]), fields[field].loc[r.start : r.end, inst].to_numpy())
+    for field, series in _benchmark_fields(bench_level.reindex(calendar)).items():
+        _write_bin(stage, bench, field, 0, series.to_numpy())
+    atomic_write_text(stage / "calendars" / "day.txt", "\n".join(f"{d:%Y-%m-%d}" for d in calendar) + "\n")
+    _write_instruments(stage, "all", ranges)
+    _write_instruments(stage, universe, ranges)
+    return len(calendar)
+
+
+def _scale_to_store(stage: Path, inst: str, stored_end: pd.Timestamp, calendar: pd.DatetimeIndex,
+                    new_close: pd.Series) -> float:
+    """Factor that puts re-downloaded adjusted prices on the stored adjustment basis."""
+    start, stored = read_bin(stage, inst, "close")
+    stored_close = pd.Series(stored, index=calendar[start : start + len(stored)])
+    overlap = new_close.dropna().index.intersection(stored_close.dropna().index)
+    if stored_end not in overlap:
+        raise DataValidationError(
+            f"{inst}: the new data must include the last stored session {stored_end.date()} to continue the "
+            f"adjusted price series (it covers {new_close.first_valid_index().date()} .. {new_close.last_valid_index().date()})."
+        )
+    scale = float(stored_close[stored_end]) / float(new_close[stored_end])
+    rescaled = new_close[overlap] * scale
+    ratio = (rescaled.pct_change() - stored_close[overlap].astype(float).pct_change()).abs().dropna()
+    if (ratio > _OVERLAP_RTOL).any():
+        day = ratio.index[int(np.argmax(ratio.to_numpy() > _OVERLAP_RTOL))]
+        raise DataValidationError(
+            f"{inst}: adjusted returns on {day.date()} differ between the stored provider and the new data; "
+            "the source changed or a split is not adjusted. Rebuild the provider from one consistent source."
+        )
+    return scale
+
+
+def _update(stage: Path, fields: dict[str, pd.DataFrame], universe: str, bench: str, bench_level: pd.Series) -> int:
+    old_calendar = _read_calendar(stage)
+    new_index = fields["close"].index
+    if new_index[0] < old_calendar[0]:
+        raise DataValidationError(
+            f"New data starts {new_index[0].date()}, before the provider's first session {old_calendar[0].date()}; "
+            "history cannot be prepended incrementally. Write a fresh provider instead."
+        )
+    extra = nyse_sessions(old_calendar[-1], max(new_index[-1], old_calendar[-1]))[1:]
+    calendar = old_calendar.append(extra)
+    position = pd.Series(np.arange(len(calendar)), index=calendar)
+    stored = _read_instruments(stage, "all")
+    ranges = _instrument_ranges(fields)
+    for inst, r in ranges.iterrows():
+        inst = str(inst)
+        if inst not in stored.index:
+            for field in FIELDS:
+                _write_bin(stage, inst, field, int(position[r.start]), fields[field].loc[r.start : r.end, inst].to_numpy())
+            continue
+        end = stored.at[inst, "end"]
+        scale = _scale_to_store(stage, inst, end, calendar, fields["close"][inst])
+        tail = slice(calendar[position[end] + 1] if r.end > end else r.end + pd.Timedelta(days=1), r.end)
+        for field in FIELDS:
+            values = fields[field].loc[tail, inst]
+            values = values / scale if field == "volume" else values if field == "change" else values * scale
+            _append_bin(stage, inst, field, values.to_numpy())
+        ranges.at[inst, "start"] = stored.at[inst, "start"]
+    _extend_benchmark(stage, bench, bench_level, calendar)
+    merged = pd.concat([stored.drop(index=ranges.index, errors="ignore"), ranges])
+    _write_instruments(stage, "all", merged)
+    members = _read_instruments(stage, universe).index.union(ranges.index)
+    _write_instruments(stage, universe, merged.loc[members])
+    atomic_write_text(stage / "calendars" / "day.txt", "\n".join(f"{d:%Y-%m-%d}" for d in calendar) + "\n")
+    return len(extra)
+
+
+def _extend_benchmark(stage: Path, bench: str, bench_level: pd.Series, calendar: pd.DatetimeIndex) -> None:
+    if not _bin_path(stage, bench, "close").exists():
+        for field, series in _benchmark_fields(bench_level.reindex(calendar)).items():
+            _write_bin(stage, bench, field, int(calendar.get_loc(bench_level.index[0])), series.to_numpy())
+        return
+    start, stored = read_bin(stage, bench, "close")
+    last = calendar[start + len(stored) - 1]
+    growth = bench_level / bench_level.get(last, np.nan)
+    if not np.isfinite(growth.get(last, np.nan)):
+        raise DataValidationError(f"Benchmark {bench}: the new data must include its last stored session {last.date()}.")
+    level = (growth * float(stored[-1])).loc[calendar[calendar > last]]
+    for field, series in _benchmark_fields(pd.concat([pd.Series([stored[-1]], index=[last]), level])).items():
+        _append_bin(stage, bench, field, series.to_numpy()[1:])
+
+
+def write_provider(
+    panel: pd.DataFrame,
+    qlib_dir: str | Path,
+    universe: str,
+    benchmark_close: pd.Series | None = None,
+    benchmark: str | None = None,
+) -> ProviderSummary:
+    """Write ``panel`` into the Qlib provider at ``qlib_dir``, extending it if it already exists.
+
+    :param panel: validated, calendar-aligned long panel (see :mod:`storm_bt.data.csv_source`).
+    :param universe: name of the instrument list written for these tickers (e.g. ``dj30``).
+    :param benchmark_close: an index level series (e.g. a downloaded ``^DJI``); default: the
+        equal-weight total-return index of the panel.
+    :param benchmark: instrument name of the benchmark; default ``<UNIVERSE>_EW``.
+    """
+    if not universe or not universe.replace("_", "").isalnum():
+        raise ValueError(f"Universe name must be alphanumeric (underscores allowed), got {universe!r}.")
+    root = Path(qlib_dir)
+    fields = provider_fields(panel)
+    bench = benchmark or benchmark_name(universe)
+    if benchmark_close is None:
+        level = 100.0 * (1.0 + _equal_weight_returns(fields["close"])).cumprod()
+    else:
+        level = benchmark_close.astype(float).reindex(fields["close"].index)
+    exists = (root / "calendars" / "day.txt").exists()
+    with staged_dir(root, copy_existing=exists) as stage:
+        added = (_update if exists else _fresh)(stage, fields, universe, bench, level)
+        meta_path = stage / _META_FILE
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"universes": {}}
+        meta["universes"][universe] = {"benchmark": bench, "instruments": int(fields["close"].shape[1])}
+        meta["vwap"] = "estimated as adjusted (high + low + close) / 3; Yahoo publishes no VWAP"
+        meta["prices"] = "split- and dividend-adjusted: raw x factor, factor = adj_close / close; volume / factor"
+        atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True))
+        calendar = _read_calendar(stage)
+    summary = ProviderSummary(root, universe, bench, int(fields["close"].shape[1]), calendar[0], calendar[-1], added,
+                              "update" if exists else "fresh")
+    log.info("Provider %s (%s): %d instruments, %s .. %s, %d new sessions", root, summary.mode, summary.instruments,
+             summary.first_session.date(), summary.last_session.date(), added)
+    return summary

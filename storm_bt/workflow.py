@@ -1,0 +1,106 @@
+"""Run Qlib ``qrun`` workflows: point a workflow YAML at another provider and dates, run it, read its metrics.
+
+The YAMLs in ``experiments/`` are plain Qlib workflows. To run one on another market (the
+synthetic market of the quickstart, a longer history) only the provider path, the market, the
+benchmark and the dates change; :func:`retarget` does exactly that and nothing else.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from ruamel.yaml import YAML
+
+from storm_bt.data.calendar import nyse_sessions
+from storm_bt.io import atomic_write_text
+from storm_bt.splits import Segments
+
+__all__ = ["load_workflow", "retarget", "write_workflow", "run_qrun", "latest_metrics", "workflow_segments"]
+
+log = logging.getLogger(__name__)
+
+
+def load_workflow(path: str | Path) -> dict[str, Any]:
+    """Load a workflow YAML as Qlib's ``qrun`` does (safe loader)."""
+    return YAML(typ="safe", pure=True).load(Path(path).read_text())
+
+
+def _handler_kwargs(config: dict[str, Any]) -> dict[str, Any]:
+    return config["task"]["dataset"]["kwargs"]["handler"]["kwargs"]
+
+
+def _backtests(config: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r["kwargs"]["config"]["backtest"] for r in config["task"].get("record", []) if r["class"] == "PortAnaRecord"]
+
+
+def workflow_segments(config: dict[str, Any]) -> Segments:
+    """The train/valid/test segments of a workflow config."""
+    return Segments.from_config(config["task"]["dataset"]["kwargs"]["segments"])
+
+
+def retarget(config: dict[str, Any], provider_uri: str | Path, market: str, benchmark: str, segments: Segments) -> dict[str, Any]:
+    """A copy of ``config`` reading ``provider_uri`` with ``market``/``benchmark`` over ``segments``.
+
+    Data are loaded from the train start to the test end; processors are fit on train only; the
+    backtest covers the test segment up to the session before its end (Qlib's exchange reads
+    the session after the last trading day).
+    """
+    out = copy.deepcopy(config)
+    out["qlib_init"]["provider_uri"] = str(provider_uri)
+    fmt = "%Y-%m-%d"
+    handler = _handler_kwargs(out)
+    handler.update(
+        instruments=market,
+        start_time=f"{segments.train[0]:{fmt}}",
+        end_time=f"{segments.test[1]:{fmt}}",
+        fit_start_time=f"{segments.train[0]:{fmt}}",
+        fit_end_time=f"{segments.train[1]:{fmt}}",
+    )
+    out["task"]["dataset"]["kwargs"]["segments"] = segments.to_config()
+    test_sessions = nyse_sessions(*segments.test)
+    for backtest in _backtests(out):
+        backtest.update(start_time=f"{test_sessions[0]:{fmt}}", end_time=f"{test_sessions[-2]:{fmt}}", benchmark=benchmark)
+    for key, value in (("market", market), ("benchmark", benchmark)):
+        if key in out:
+            out[key] = value
+    return out
+
+
+def write_workflow(config: dict[str, Any], path: str | Path) -> Path:
+    """Write ``config`` as a YAML that ``qrun`` reads."""
+    buffer = io.StringIO()
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.dump(config, buffer)
+    atomic_write_text(path, buffer.getvalue())
+    return Path(path)
+
+
+def run_qrun(workflow_path: str | Path, cwd: str | Path, log_path: str | Path) -> None:
+    """Run ``qrun`` on ``workflow_path`` in ``cwd`` (where its ``mlruns.db`` lands), logging to ``log_path``."""
+    cmd = [sys.executable, "-m", "qlib.cli.run", str(Path(workflow_path).resolve())]
+    with open(log_path, "w") as fh:
+        done = subprocess.run(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0:
+        tail = Path(log_path).read_text().splitlines()[-25:]
+        raise RuntimeError(f"qrun failed with exit code {done.returncode}; last lines of {log_path}:\n" + "\n".join(tail))
+
+
+def latest_metrics(tracking_uri: str, experiment: str = "workflow") -> pd.Series:
+    """Metrics logged by the latest run of ``experiment`` (IC, Rank IC, portfolio analysis...)."""
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise LookupError(f"No experiment {experiment!r} in {tracking_uri}.")
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        raise LookupError(f"Experiment {experiment!r} in {tracking_uri} has no runs.")
+    return pd.Series(runs[0].data.metrics, dtype=float).sort_index()
