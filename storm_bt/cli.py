@@ -12,13 +12,17 @@ from rich.logging import RichHandler
 
 from storm_bt.data.schema import DataValidationError, DownloadError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 log = logging.getLogger("storm_bt")
 
 KEY_METRICS = (
-    "IC", "ICIR", "Rank IC", "Rank ICIR",
-    "1day.excess_return_with_cost.annualized_return", "1day.excess_return_with_cost.information_ratio",
+    "IC",
+    "ICIR",
+    "Rank IC",
+    "Rank ICIR",
+    "1day.excess_return_with_cost.annualized_return",
+    "1day.excess_return_with_cost.information_ratio",
     "1day.excess_return_with_cost.max_drawdown",
 )
 
@@ -44,8 +48,14 @@ def _ingest(args: argparse.Namespace) -> None:
     summary = write_provider(panel, args.qlib_dir, universe, benchmark_close=bench, benchmark=args.benchmark_name)
     log.info(
         "%s provider %s: %d instruments in '%s', benchmark %s, %s .. %s (%d new sessions)",
-        summary.mode, summary.qlib_dir, summary.instruments, universe, summary.benchmark,
-        summary.first_session.date(), summary.last_session.date(), summary.appended_sessions,
+        summary.mode,
+        summary.qlib_dir,
+        summary.instruments,
+        universe,
+        summary.benchmark,
+        summary.first_session.date(),
+        summary.last_session.date(),
+        summary.appended_sessions,
     )
 
 
@@ -55,16 +65,25 @@ def _synth(args: argparse.Namespace) -> None:
     cfg = SyntheticMarketConfig(n_stocks=args.stocks, n_days=args.days, seed=args.seed, start=args.start)
     market = write_market_csvs(cfg, args.out)
     dates = market.panel["date"]
-    log.info("Synthetic market: %d stocks, %s .. %s, written to %s", args.stocks, dates.min().date(), dates.max().date(), args.out)
+    log.info(
+        "Synthetic market: %d stocks, %s .. %s, written to %s",
+        args.stocks,
+        dates.min().date(),
+        dates.max().date(),
+        args.out,
+    )
 
 
 def _quickstart(args: argparse.Namespace) -> None:
     from storm_bt.quickstart import QuickstartConfig, default_workflow_path, run_quickstart
 
     cfg = QuickstartConfig(
-        run_dir=Path(args.run_dir), csv_dir=Path(args.csv_dir) if args.csv_dir else None,
+        run_dir=Path(args.run_dir),
+        csv_dir=Path(args.csv_dir) if args.csv_dir else None,
         universe=args.universe or (Path(args.csv_dir).resolve().name.lower() if args.csv_dir else "synth"),
-        stocks=args.stocks, days=args.days, seed=args.seed,
+        stocks=args.stocks,
+        days=args.days,
+        seed=args.seed,
         workflow=Path(args.workflow) if args.workflow else default_workflow_path(),
     )
     metrics = run_quickstart(cfg)
@@ -74,11 +93,15 @@ def _quickstart(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``storm-bt`` argument parser (exposed for the documentation and the tests)."""
-    parser = argparse.ArgumentParser(prog="storm-bt", description="STORM factor model with Qlib, gymnasium and backtrader.")
+    parser = argparse.ArgumentParser(
+        prog="storm-bt", description="STORM factor model with Qlib, gymnasium and backtrader."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    data = sub.add_parser("data", help="market data: download, ingest into Qlib, synthesize").add_subparsers(dest="action", required=True)
+    data = sub.add_parser("data", help="market data: download, ingest into Qlib, synthesize").add_subparsers(
+        dest="action", required=True
+    )
     p = data.add_parser("download", help="daily bars from Yahoo Finance into a resumable CSV cache")
     p.add_argument("--universe", required=True, help="dj30, sp500 or a comma-separated ticker list")
     p.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
@@ -88,13 +111,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backoff", type=float, default=2.0, help="first retry wait in seconds, doubled each time")
     p.set_defaults(func=_download)
 
-    p = data.add_parser("ingest", help="a folder of per-ticker CSV files into a Qlib provider (extends an existing one)")
+    p = data.add_parser(
+        "ingest", help="a folder of per-ticker CSV files into a Qlib provider (extends an existing one)"
+    )
     p.add_argument("--csv-dir", required=True, help="folder of <TICKER>.csv or <TICKER>.csv.gz files")
     p.add_argument("--qlib-dir", required=True, help="Qlib provider folder to write or extend")
     p.add_argument("--universe", help="instrument list name (default: the CSV folder's name)")
     p.add_argument("--min-history", type=int, default=60, help="fewest sessions a ticker needs")
-    p.add_argument("--on-gap", choices=("raise", "ffill", "nan"), default="raise", help="missing NYSE sessions inside a ticker's history")
-    p.add_argument("--benchmark-csv", help="an index in the same CSV format (default: equal-weight index of the universe)")
+    p.add_argument(
+        "--on-gap",
+        choices=("raise", "ffill", "nan"),
+        default="raise",
+        help="missing NYSE sessions inside a ticker's history",
+    )
+    p.add_argument(
+        "--benchmark-csv", help="an index in the same CSV format (default: equal-weight index of the universe)"
+    )
     p.add_argument("--benchmark-name", help="instrument name of the benchmark (default: <UNIVERSE>_EW)")
     p.set_defaults(func=_ingest)
 
@@ -113,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stocks", type=int, default=30)
     p.add_argument("--days", type=int, default=750)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workflow", help="workflow YAML to retarget (default: experiments/workflow_lgbm_alpha158_dj30.yaml)")
+    p.add_argument(
+        "--workflow", help="workflow YAML to retarget (default: experiments/workflow_lgbm_alpha158_dj30.yaml)"
+    )
     p.set_defaults(func=_quickstart)
     return parser
 

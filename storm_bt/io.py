@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "staged_dir"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "staged_dir"]
 
 
 @contextmanager

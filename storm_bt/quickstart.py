@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -24,7 +24,7 @@ from storm_bt.io import atomic_write_text
 from storm_bt.splits import Segments
 from storm_bt.workflow import latest_metrics, load_workflow, retarget, run_qrun, write_workflow
 
-__all__ = ["QuickstartConfig", "run_quickstart", "default_workflow_path"]
+__all__ = ["QuickstartConfig", "default_workflow_path", "run_quickstart"]
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class QuickstartConfig:
     days: int = 750
     seed: int = 0
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)  # train / valid / test share of the sessions
-    workflow: Path = default_workflow_path()
+    workflow: Path = field(default_factory=default_workflow_path)
 
 
 def _fingerprint(csv_dir: Path) -> str:
@@ -94,8 +94,11 @@ def _workflow_stage(cfg: QuickstartConfig, qlib_dir: Path) -> pd.Series:
     segments.check(calendar, embargo=label_horizon(label))
     config = retarget(template, qlib_dir.resolve(), cfg.universe, benchmark_name(cfg.universe), segments)
     path = write_workflow(config, cfg.run_dir / "workflow_lgbm_alpha158.yaml")
-    log.info("[3/3] workflow: qrun %s (train %s..%s, valid %s..%s, test %s..%s)", path,
-             *(f"{d:%Y-%m-%d}" for _, pair in segments.items() for d in pair))
+    log.info(
+        "[3/3] workflow: qrun %s (train %s..%s, valid %s..%s, test %s..%s)",
+        path,
+        *(f"{d:%Y-%m-%d}" for _, pair in segments.items() for d in pair),
+    )
     run_qrun(path, cwd=cfg.run_dir, log_path=cfg.run_dir / "qrun_lgbm.log")
     return latest_metrics(f"sqlite:///{(cfg.run_dir / 'mlruns.db').resolve()}")
 
@@ -103,7 +106,9 @@ def _workflow_stage(cfg: QuickstartConfig, qlib_dir: Path) -> pd.Series:
 def run_quickstart(cfg: QuickstartConfig) -> pd.Series:
     """Run every stage into ``cfg.run_dir``; return the workflow's recorded metrics."""
     if not cfg.workflow.exists():
-        raise FileNotFoundError(f"Workflow {cfg.workflow} not found; run from a clone of the repository or pass --workflow.")
+        raise FileNotFoundError(
+            f"Workflow {cfg.workflow} not found; run from a clone of the repository or pass --workflow."
+        )
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     csv_dir = _market_stage(cfg)
     qlib_dir = _provider_stage(cfg, csv_dir)

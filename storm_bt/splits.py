@@ -54,7 +54,7 @@ class Segments:
                     f"Segment {name} {first.date()}..{last.date()} is outside the data "
                     f"{calendar[0].date()}..{calendar[-1].date()}."
                 )
-        for (a, (_, a_last)), (b, (b_first, _)) in zip(self.items(), self.items()[1:]):
+        for (a, (_, a_last)), (b, (b_first, _)) in zip(self.items(), self.items()[1:], strict=False):
             between = int(((calendar > a_last) & (calendar < b_first)).sum())
             if b_first <= a_last or between < embargo:
                 raise ValueError(

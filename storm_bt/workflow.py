@@ -23,7 +23,7 @@ from storm_bt.data.calendar import nyse_sessions
 from storm_bt.io import atomic_write_text
 from storm_bt.splits import Segments
 
-__all__ = ["load_workflow", "retarget", "write_workflow", "run_qrun", "latest_metrics", "workflow_segments"]
+__all__ = ["latest_metrics", "load_workflow", "retarget", "run_qrun", "workflow_segments", "write_workflow"]
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,9 @@ def _handler_kwargs(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _backtests(config: dict[str, Any]) -> list[dict[str, Any]]:
-    return [r["kwargs"]["config"]["backtest"] for r in config["task"].get("record", []) if r["class"] == "PortAnaRecord"]
+    return [
+        r["kwargs"]["config"]["backtest"] for r in config["task"].get("record", []) if r["class"] == "PortAnaRecord"
+    ]
 
 
 def workflow_segments(config: dict[str, Any]) -> Segments:
@@ -46,7 +48,9 @@ def workflow_segments(config: dict[str, Any]) -> Segments:
     return Segments.from_config(config["task"]["dataset"]["kwargs"]["segments"])
 
 
-def retarget(config: dict[str, Any], provider_uri: str | Path, market: str, benchmark: str, segments: Segments) -> dict[str, Any]:
+def retarget(
+    config: dict[str, Any], provider_uri: str | Path, market: str, benchmark: str, segments: Segments
+) -> dict[str, Any]:
     """A copy of ``config`` reading ``provider_uri`` with ``market``/``benchmark`` over ``segments``.
 
     Data are loaded from the train start to the test end; processors are fit on train only; the
@@ -67,7 +71,9 @@ def retarget(config: dict[str, Any], provider_uri: str | Path, market: str, benc
     out["task"]["dataset"]["kwargs"]["segments"] = segments.to_config()
     test_sessions = nyse_sessions(*segments.test)
     for backtest in _backtests(out):
-        backtest.update(start_time=f"{test_sessions[0]:{fmt}}", end_time=f"{test_sessions[-2]:{fmt}}", benchmark=benchmark)
+        backtest.update(
+            start_time=f"{test_sessions[0]:{fmt}}", end_time=f"{test_sessions[-2]:{fmt}}", benchmark=benchmark
+        )
     for key, value in (("market", market), ("benchmark", benchmark)):
         if key in out:
             out[key] = value
@@ -91,7 +97,9 @@ def run_qrun(workflow_path: str | Path, cwd: str | Path, log_path: str | Path) -
         done = subprocess.run(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, check=False)
     if done.returncode != 0:
         tail = Path(log_path).read_text().splitlines()[-25:]
-        raise RuntimeError(f"qrun failed with exit code {done.returncode}; last lines of {log_path}:\n" + "\n".join(tail))
+        raise RuntimeError(
+            f"qrun failed with exit code {done.returncode}; last lines of {log_path}:\n" + "\n".join(tail)
+        )
 
 
 def latest_metrics(tracking_uri: str, experiment: str = "workflow") -> pd.Series:

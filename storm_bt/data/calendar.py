@@ -11,7 +11,7 @@ from functools import lru_cache
 import pandas as pd
 import pandas_market_calendars as mcal
 
-__all__ = ["nyse_sessions", "next_session"]
+__all__ = ["next_session", "nyse_sessions"]
 
 
 @lru_cache(maxsize=32)

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from storm_bt.data.schema import PANEL_COLUMNS, DataValidationError
 from storm_bt.data.validate import GapPolicy, align_to_calendar, check_bars, parse_bars
 
-__all__ = ["csv_files", "read_bars_file", "load_csv_dir"]
+__all__ = ["csv_files", "load_csv_dir", "read_bars_file"]
 
 log = logging.getLogger(__name__)
 _SUFFIXES = (".csv", ".csv.gz")
@@ -37,7 +37,9 @@ def csv_files(csv_dir: str | Path) -> dict[str, Path]:
             continue
         ticker = _ticker_of(path)
         if ticker in files:
-            raise DataValidationError(f"{folder}: ticker {ticker} appears twice ({files[ticker].name} and {path.name}).")
+            raise DataValidationError(
+                f"{folder}: ticker {ticker} appears twice ({files[ticker].name} and {path.name})."
+            )
         files[ticker] = path
     if not files:
         raise DataValidationError(f"{folder}: no <TICKER>.csv or <TICKER>.csv.gz files found.")

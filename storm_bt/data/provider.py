@@ -34,7 +34,7 @@ from storm_bt.data.calendar import nyse_sessions
 from storm_bt.data.schema import DataValidationError
 from storm_bt.io import atomic_write_text, staged_dir
 
-__all__ = ["FIELDS", "ProviderSummary", "provider_fields", "write_provider", "read_bin", "benchmark_name"]
+__all__ = ["FIELDS", "ProviderSummary", "benchmark_name", "provider_fields", "read_bin", "write_provider"]
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,10 @@ def benchmark_name(universe: str) -> str:
 
 def provider_fields(panel: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Qlib fields as (sessions x instruments) frames from a long panel of raw bars."""
-    wide = {f: panel.pivot(index="date", columns="instrument", values=f) for f in ("open", "high", "low", "close", "adj_close", "volume")}
+    wide = {
+        f: panel.pivot(index="date", columns="instrument", values=f)
+        for f in ("open", "high", "low", "close", "adj_close", "volume")
+    }
     factor = wide["adj_close"] / wide["close"]
     out = {f: wide[f] * factor for f in ("open", "high", "low", "close")}
     out["volume"] = wide["volume"] / factor
@@ -128,8 +131,16 @@ def _instrument_ranges(fields: dict[str, pd.DataFrame]) -> pd.DataFrame:
 def _benchmark_fields(level: pd.Series) -> dict[str, pd.Series]:
     """An index level as a tradeable-looking instrument (OHLC = level, no volume)."""
     ones = pd.Series(1.0, index=level.index)
-    return {"open": level, "high": level, "low": level, "close": level, "volume": ones * 0.0, "factor": ones,
-            "vwap": level, "change": level.pct_change(fill_method=None)}
+    return {
+        "open": level,
+        "high": level,
+        "low": level,
+        "close": level,
+        "volume": ones * 0.0,
+        "factor": ones,
+        "vwap": level,
+        "change": level.pct_change(fill_method=None),
+    }
 
 
 def _fresh(stage: Path, fields: dict[str, pd.DataFrame], universe: str, bench: str, bench_level: pd.Series) -> int:
@@ -138,7 +149,9 @@ def _fresh(stage: Path, fields: dict[str, pd.DataFrame], universe: str, bench: s
     ranges = _instrument_ranges(fields)
     for inst, r in ranges.iterrows():
         for field in FIELDS:
-            _write_bin(stage, str(inst), field, int(position[r.start]), fields[field].loc[r.start : r.end, inst].to_numpy())
+            _write_bin(
+                stage, str(inst), field, int(position[r.start]), fields[field].loc[r.start : r.end, inst].to_numpy()
+            )
     for field, series in _benchmark_fields(bench_level.reindex(calendar)).items():
         _write_bin(stage, bench, field, 0, series.to_numpy())
     atomic_write_text(stage / "calendars" / "day.txt", "\n".join(f"{d:%Y-%m-%d}" for d in calendar) + "\n")
@@ -147,8 +160,9 @@ def _fresh(stage: Path, fields: dict[str, pd.DataFrame], universe: str, bench: s
     return len(calendar)
 
 
-def _scale_to_store(stage: Path, inst: str, stored_end: pd.Timestamp, calendar: pd.DatetimeIndex,
-                    new_close: pd.Series) -> float:
+def _scale_to_store(
+    stage: Path, inst: str, stored_end: pd.Timestamp, calendar: pd.DatetimeIndex, new_close: pd.Series
+) -> float:
     """Factor that puts re-downloaded adjusted prices on the stored adjustment basis."""
     start, stored = read_bin(stage, inst, "close")
     stored_close = pd.Series(stored, index=calendar[start : start + len(stored)])
@@ -156,7 +170,8 @@ def _scale_to_store(stage: Path, inst: str, stored_end: pd.Timestamp, calendar: 
     if stored_end not in overlap:
         raise DataValidationError(
             f"{inst}: the new data must include the last stored session {stored_end.date()} to continue the "
-            f"adjusted price series (it covers {new_close.first_valid_index().date()} .. {new_close.last_valid_index().date()})."
+            f"adjusted price series (it covers {new_close.first_valid_index().date()} .. "
+            f"{new_close.last_valid_index().date()})."
         )
     scale = float(stored_close[stored_end]) / float(new_close[stored_end])
     rescaled = new_close[overlap] * scale
@@ -187,7 +202,9 @@ def _update(stage: Path, fields: dict[str, pd.DataFrame], universe: str, bench: 
         inst = str(inst)
         if inst not in stored.index:
             for field in FIELDS:
-                _write_bin(stage, inst, field, int(position[r.start]), fields[field].loc[r.start : r.end, inst].to_numpy())
+                _write_bin(
+                    stage, inst, field, int(position[r.start]), fields[field].loc[r.start : r.end, inst].to_numpy()
+                )
             continue
         end = stored.at[inst, "end"]
         scale = _scale_to_store(stage, inst, end, calendar, fields["close"][inst])
@@ -215,7 +232,9 @@ def _extend_benchmark(stage: Path, bench: str, bench_level: pd.Series, calendar:
     last = calendar[start + len(stored) - 1]
     growth = bench_level / bench_level.get(last, np.nan)
     if not np.isfinite(growth.get(last, np.nan)):
-        raise DataValidationError(f"Benchmark {bench}: the new data must include its last stored session {last.date()}.")
+        raise DataValidationError(
+            f"Benchmark {bench}: the new data must include its last stored session {last.date()}."
+        )
     level = (growth * float(stored[-1])).loc[calendar[calendar > last]]
     for field, series in _benchmark_fields(pd.concat([pd.Series([stored[-1]], index=[last]), level])).items():
         _append_bin(stage, bench, field, series.to_numpy()[1:])
@@ -255,8 +274,23 @@ def write_provider(
         meta["prices"] = "split- and dividend-adjusted: raw x factor, factor = adj_close / close; volume / factor"
         atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True))
         calendar = _read_calendar(stage)
-    summary = ProviderSummary(root, universe, bench, int(fields["close"].shape[1]), calendar[0], calendar[-1], added,
-                              "update" if exists else "fresh")
-    log.info("Provider %s (%s): %d instruments, %s .. %s, %d new sessions", root, summary.mode, summary.instruments,
-             summary.first_session.date(), summary.last_session.date(), added)
+    summary = ProviderSummary(
+        root,
+        universe,
+        bench,
+        int(fields["close"].shape[1]),
+        calendar[0],
+        calendar[-1],
+        added,
+        "update" if exists else "fresh",
+    )
+    log.info(
+        "Provider %s (%s): %d instruments, %s .. %s, %d new sessions",
+        root,
+        summary.mode,
+        summary.instruments,
+        summary.first_session.date(),
+        summary.last_session.date(),
+        added,
+    )
     return summary

@@ -25,7 +25,7 @@ from storm_bt.data.calendar import nyse_sessions
 from storm_bt.data.schema import BAR_COLUMNS, PANEL_COLUMNS
 from storm_bt.io import atomic_write_text
 
-__all__ = ["SyntheticMarketConfig", "SyntheticMarket", "make_market", "write_market_csvs"]
+__all__ = ["SyntheticMarket", "SyntheticMarketConfig", "make_market", "write_market_csvs"]
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,9 @@ def _returns(cfg: SyntheticMarketConfig, rng: np.random.Generator) -> tuple[np.n
     return np.expm1(log_ret), z, sectors
 
 
-def _bars(cfg: SyntheticMarketConfig, rng: np.random.Generator, ret: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
+def _bars(
+    cfg: SyntheticMarketConfig, rng: np.random.Generator, ret: np.ndarray, z: np.ndarray
+) -> dict[str, np.ndarray]:
     """Raw OHLCV with dividends, and Yahoo-style ``adj_close`` (equal to close on the last day)."""
     t, n = ret.shape
     payer = rng.random(n) < 0.6
@@ -171,7 +173,9 @@ def write_market_csvs(config: SyntheticMarketConfig, out_dir: str | Path) -> Syn
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for ticker, bars in market.panel.groupby("instrument", sort=True):
-        frame = bars[list(BAR_COLUMNS)].assign(date=bars["date"].dt.strftime("%Y-%m-%d"), volume=bars["volume"].astype(np.int64))
+        frame = bars[list(BAR_COLUMNS)].assign(
+            date=bars["date"].dt.strftime("%Y-%m-%d"), volume=bars["volume"].astype(np.int64)
+        )
         atomic_write_text(out / f"{ticker}.csv", frame.to_csv(index=False, float_format="%.6f"))
     meta = {"config": asdict(config), "sectors": market.sectors.to_dict()}
     atomic_write_text(out / "_market.json", json.dumps(meta, indent=2, sort_keys=True))

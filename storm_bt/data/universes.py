@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 
-__all__ = ["UNIVERSES", "universe_tickers", "parse_tickers"]
+__all__ = ["UNIVERSES", "parse_tickers", "universe_tickers"]
 
 UNIVERSES: tuple[str, ...] = ("dj30", "sp500")
 _TICKER = re.compile(r"^[A-Z0-9][A-Z0-9.\-^=]{0,14}$")

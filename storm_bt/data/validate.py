@@ -17,7 +17,7 @@ import pandas as pd
 from storm_bt.data.calendar import nyse_sessions
 from storm_bt.data.schema import BAR_COLUMNS, PRICE_FIELDS, DataQualityWarning, DataValidationError
 
-__all__ = ["GapPolicy", "normalize_columns", "parse_bars", "check_bars", "align_to_calendar"]
+__all__ = ["GapPolicy", "align_to_calendar", "check_bars", "normalize_columns", "parse_bars"]
 
 GapPolicy = Literal["raise", "ffill", "nan"]
 """What to do with NYSE sessions missing inside an instrument's history: fail (default), carry the
@@ -147,7 +147,8 @@ def check_bars(bars: pd.DataFrame, source: str, min_history: int = 1) -> pd.Data
     if len(bars) < min_history:
         raise DataValidationError(
             f"{source}: only {len(bars)} sessions of history ({bars['date'].iat[0].date()} .. "
-            f"{bars['date'].iat[-1].date()}), fewer than min_history={min_history}; drop the ticker or lower min_history."
+            f"{bars['date'].iat[-1].date()}), fewer than min_history={min_history}; "
+            "drop the ticker or lower min_history."
         )
     return bars.set_index("date")
 

@@ -59,8 +59,13 @@ def yahoo_history(ticker: str, start: str, end: str, session: Any = None, timeou
     """
     last = pd.Timestamp(end) + pd.Timedelta(days=1)  # yfinance's end is exclusive
     return yf.Ticker(ticker, session=session).history(
-        start=start, end=f"{last:%Y-%m-%d}", interval="1d", auto_adjust=False, actions=False,
-        raise_errors=True, timeout=timeout,
+        start=start,
+        end=f"{last:%Y-%m-%d}",
+        interval="1d",
+        auto_adjust=False,
+        actions=False,
+        raise_errors=True,
+        timeout=timeout,
     )
 
 
@@ -95,8 +100,9 @@ def _covered(entry: dict[str, str] | None, out: Path, ticker: str, start: str, e
     )
 
 
-def _fetch_with_retries(fetch: Callable[[], pd.DataFrame], ticker: str, retries: int, backoff: float,
-                        sleep: Callable[[float], None]) -> pd.DataFrame:
+def _fetch_with_retries(
+    fetch: Callable[[], pd.DataFrame], ticker: str, retries: int, backoff: float, sleep: Callable[[float], None]
+) -> pd.DataFrame:
     for attempt in range(retries + 1):
         try:
             return fetch()
@@ -142,14 +148,21 @@ def download_tickers(
             report.cached.append(ticker)
             continue
         try:
-            history = _fetch_with_retries(lambda t=ticker: yahoo_history(t, start, end, session), ticker, retries, backoff, sleep)
+            history = _fetch_with_retries(
+                lambda t=ticker: yahoo_history(t, start, end, session), ticker, retries, backoff, sleep
+            )
         except _NO_DATA as e:
             log.error("%s: Yahoo has no data (%s)", ticker, e)
             report.unknown.append(ticker)
             continue
         bars = _to_bars(history, ticker).assign(volume=lambda b: b["volume"].round().astype("int64"))
         atomic_write_text(out / f"{ticker}.csv", bars.to_csv(index=False, date_format="%Y-%m-%d", float_format="%.6f"))
-        manifest[ticker] = {"start": start, "end": end, "rows": str(len(bars)), "downloaded_at": pd.Timestamp.now("UTC").isoformat()}
+        manifest[ticker] = {
+            "start": start,
+            "end": end,
+            "rows": str(len(bars)),
+            "downloaded_at": pd.Timestamp.now("UTC").isoformat(),
+        }
         atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
         report.downloaded.append(ticker)
     log.info("Downloaded %d, cached %d, unknown %d", len(report.downloaded), len(report.cached), len(report.unknown))
