@@ -40,8 +40,11 @@ log = logging.getLogger(__name__)
 
 FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume", "factor", "vwap", "change")
 _BIN_DTYPE = "<f4"
+_FLOAT32_EPS = 1e-6
 _OVERLAP_RTOL = 1e-4  # adjusted returns of re-downloaded history must agree to this relative level
 _META_FILE = "storm_bt_provider.json"
+_SCALE_POWER = {"open": 1, "high": 1, "low": 1, "close": 1, "vwap": 1, "factor": 1, "volume": -1, "change": 0}
+"""How a field moves when the adjustment basis is multiplied by ``scale``: ``value * scale**power``."""
 
 
 @dataclass(frozen=True)
@@ -143,17 +146,27 @@ def _benchmark_fields(level: pd.Series) -> dict[str, pd.Series]:
     }
 
 
+def _write_instrument(
+    stage: Path, inst: str, fields: dict[str, pd.DataFrame], span: pd.Series, position: pd.Series
+) -> None:
+    for field in FIELDS:
+        values = fields[field].loc[span.start : span.end, inst].to_numpy()
+        _write_bin(stage, inst, field, int(position[span.start]), values)
+
+
+def _write_benchmark(stage: Path, bench: str, level: pd.Series, calendar: pd.DatetimeIndex) -> None:
+    start = int(calendar.get_loc(level.dropna().index[0]))
+    for field, series in _benchmark_fields(level.reindex(calendar[start:])).items():
+        _write_bin(stage, bench, field, start, series.to_numpy())
+
+
 def _fresh(stage: Path, fields: dict[str, pd.DataFrame], universe: str, bench: str, bench_level: pd.Series) -> int:
     calendar = nyse_sessions(fields["close"].index[0], fields["close"].index[-1])
     position = pd.Series(np.arange(len(calendar)), index=calendar)
     ranges = _instrument_ranges(fields)
-    for inst, r in ranges.iterrows():
-        for field in FIELDS:
-            _write_bin(
-                stage, str(inst), field, int(position[r.start]), fields[field].loc[r.start : r.end, inst].to_numpy()
-            )
-    for field, series in _benchmark_fields(bench_level.reindex(calendar)).items():
-        _write_bin(stage, bench, field, 0, series.to_numpy())
+    for inst, span in ranges.iterrows():
+        _write_instrument(stage, str(inst), fields, span, position)
+    _write_benchmark(stage, bench, bench_level, calendar)
     atomic_write_text(stage / "calendars" / "day.txt", "\n".join(f"{d:%Y-%m-%d}" for d in calendar) + "\n")
     _write_instruments(stage, "all", ranges)
     _write_instruments(stage, universe, ranges)
@@ -174,6 +187,8 @@ def _scale_to_store(
             f"{new_close.last_valid_index().date()})."
         )
     scale = float(stored_close[stored_end]) / float(new_close[stored_end])
+    if abs(scale - 1.0) < _FLOAT32_EPS:  # same basis, only float32 round-off in the store
+        scale = 1.0
     rescaled = new_close[overlap] * scale
     ratio = (rescaled.pct_change() - stored_close[overlap].astype(float).pct_change()).abs().dropna()
     if (ratio > _OVERLAP_RTOL).any():
@@ -198,22 +213,17 @@ def _update(stage: Path, fields: dict[str, pd.DataFrame], universe: str, bench: 
     position = pd.Series(np.arange(len(calendar)), index=calendar)
     stored = _read_instruments(stage, "all")
     ranges = _instrument_ranges(fields)
-    for inst, r in ranges.iterrows():
+    for inst, span in ranges.iterrows():
         inst = str(inst)
         if inst not in stored.index:
-            for field in FIELDS:
-                _write_bin(
-                    stage, inst, field, int(position[r.start]), fields[field].loc[r.start : r.end, inst].to_numpy()
-                )
+            _write_instrument(stage, inst, fields, span, position)
             continue
         end = stored.at[inst, "end"]
         scale = _scale_to_store(stage, inst, end, calendar, fields["close"][inst])
-        tail = slice(calendar[position[end] + 1] if r.end > end else r.end + pd.Timedelta(days=1), r.end)
         for field in FIELDS:
-            values = fields[field].loc[tail, inst]
-            values = values / scale if field == "volume" else values if field == "change" else values * scale
-            _append_bin(stage, inst, field, values.to_numpy())
-        ranges.at[inst, "start"] = stored.at[inst, "start"]
+            appended = fields[field].loc[end:, inst].iloc[1:]  # sessions after the stored end
+            _append_bin(stage, inst, field, appended.to_numpy() * scale ** _SCALE_POWER[field])
+        ranges.loc[inst] = [stored.at[inst, "start"], max(end, span.end)]
     _extend_benchmark(stage, bench, bench_level, calendar)
     merged = pd.concat([stored.drop(index=ranges.index, errors="ignore"), ranges])
     _write_instruments(stage, "all", merged)
@@ -225,8 +235,7 @@ def _update(stage: Path, fields: dict[str, pd.DataFrame], universe: str, bench: 
 
 def _extend_benchmark(stage: Path, bench: str, bench_level: pd.Series, calendar: pd.DatetimeIndex) -> None:
     if not _bin_path(stage, bench, "close").exists():
-        for field, series in _benchmark_fields(bench_level.reindex(calendar)).items():
-            _write_bin(stage, bench, field, int(calendar.get_loc(bench_level.index[0])), series.to_numpy())
+        _write_benchmark(stage, bench, bench_level, calendar)
         return
     start, stored = read_bin(stage, bench, "close")
     last = calendar[start + len(stored) - 1]

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from storm_bt.data.synthetic import SyntheticMarket, SyntheticMarketConfig, write_market_csvs
+from storm_bt.testing import shared_data_dir
+
+SMALL_MARKET = SyntheticMarketConfig(n_stocks=12, n_days=300, seed=7)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("../shared/data is not available")
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_market(tmp_path_factory: pytest.TempPathFactory) -> tuple[SyntheticMarket, Path]:
+    """A 12-stock, 300-session synthetic market written as CSV files."""
+    out = tmp_path_factory.mktemp("small_market")
+    return write_market_csvs(SMALL_MARKET, out), out
+
+
+@pytest.fixture
+def bars() -> pd.DataFrame:
+    """Eight clean bars of one ticker, starting on 2020-01-02."""
+    dates = pd.to_datetime(
+        ["2020-01-02", "2020-01-03", "2020-01-06", "2020-01-07", "2020-01-08", "2020-01-09", "2020-01-10", "2020-01-13"]
+    )
+    close = pd.Series([10.0, 10.5, 10.2, 10.8, 11.0, 10.9, 11.3, 11.1])
+    return pd.DataFrame(
+        {
+            "date": dates,
+            "open": close - 0.1,
+            "high": close + 0.3,
+            "low": close - 0.4,
+            "close": close,
+            "adj_close": close * 0.9,
+            "volume": [1000, 1100, 900, 1200, 1000, 950, 1300, 1250],
+        }
+    )
+
+
+def qlib_features(provider: Path, instruments: list[str], fields: list[str], start=None, end=None) -> pd.DataFrame:
+    """Read fields back through Qlib's own data API (``qlib.data.D.features``)."""
+    import qlib
+    from qlib.data import D
+    from qlib.data.cache import H
+
+    qlib.init(provider_uri=str(provider), region="us", kernels=1)
+    H.clear()  # Qlib keeps an in-memory cache across re-inits; tests switch providers
+    return D.features(instruments, fields, start_time=start, end_time=end, freq="day")
