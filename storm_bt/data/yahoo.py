@@ -58,15 +58,17 @@ def yahoo_history(ticker: str, start: str, end: str, session: Any = None, timeou
     Prices are Yahoo's split-adjusted OHLC with ``Adj Close`` (``auto_adjust=False``).
     """
     last = pd.Timestamp(end) + pd.Timedelta(days=1)  # yfinance's end is exclusive
-    return yf.Ticker(ticker, session=session).history(
-        start=start,
-        end=f"{last:%Y-%m-%d}",
-        interval="1d",
-        auto_adjust=False,
-        actions=False,
-        raise_errors=True,
-        timeout=timeout,
-    )
+    debug = yf.config.debug
+    hide = debug.hide_exceptions
+    debug.hide_exceptions = False  # raise instead of returning an empty frame, to tell failures apart
+    try:
+        history = yf.Ticker(ticker, session=session).history(
+            start=start, end=f"{last:%Y-%m-%d}", interval="1d", auto_adjust=False, actions=False, timeout=timeout
+        )
+    finally:
+        debug.hide_exceptions = hide
+    dates = history.index.tz_localize(None).normalize() if history.index.tz is not None else history.index
+    return history[(dates >= pd.Timestamp(start)) & (dates <= pd.Timestamp(end))]
 
 
 def _to_bars(history: pd.DataFrame, ticker: str) -> pd.DataFrame:
