@@ -62,7 +62,9 @@ def _ingest(args: argparse.Namespace) -> None:
 def _synth(args: argparse.Namespace) -> None:
     from storm_bt.data.synthetic import SyntheticMarketConfig, write_market_csvs
 
-    cfg = SyntheticMarketConfig(n_stocks=args.stocks, n_days=args.days, seed=args.seed, start=args.start)
+    cfg = SyntheticMarketConfig(
+        n_stocks=args.stocks, n_days=args.days, seed=args.seed, start=args.start, n_sectors=args.sectors
+    )
     market = write_market_csvs(cfg, args.out)
     dates = market.panel["date"]
     log.info(
@@ -135,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stocks", type=int, default=30)
     p.add_argument("--days", type=int, default=750)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sectors", type=int, default=5, help="number of sectors (at most --stocks)")
     p.add_argument("--start", default="2015-01-02", help="first calendar day")
     p.set_defaults(func=_synth)
 

@@ -1,0 +1,93 @@
+"""One subprocess smoke test per ``storm-bt`` subcommand, and the README's commands parse."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from storm_bt.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "storm_bt.cli", *args], capture_output=True, text=True, check=False)
+
+
+def test_synth_then_ingest(tmp_path):
+    done = _run("data", "synth", "--out", str(tmp_path / "csv"), "--stocks", "5", "--days", "120", "--seed", "2")
+    assert done.returncode == 0, done.stderr
+    assert len(list((tmp_path / "csv").glob("*.csv"))) == 5
+    done = _run(
+        "data", "ingest", "--csv-dir", str(tmp_path / "csv"), "--qlib-dir", str(tmp_path / "qlib"), "--universe", "toy"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "fresh provider" in done.stderr and "5 instruments in 'toy', benchmark TOY_EW" in done.stderr
+    calendar = pd.read_csv(tmp_path / "qlib" / "calendars" / "day.txt", header=None)
+    assert len(calendar) == 120
+
+
+def test_ingest_error_is_clear_and_keeps_the_provider(tmp_path):
+    assert (
+        _run(
+            "data", "synth", "--out", str(tmp_path / "csv"), "--stocks", "3", "--days", "80", "--sectors", "2"
+        ).returncode
+        == 0
+    )
+    assert _run("data", "ingest", "--csv-dir", str(tmp_path / "csv"), "--qlib-dir", str(tmp_path / "q")).returncode == 0
+    before = (tmp_path / "q" / "features" / "syn000" / "close.day.bin").read_bytes()
+    bad = tmp_path / "csv" / "SYN001.csv"
+    lines = bad.read_text().splitlines()
+    lines[10] = lines[10].replace(lines[10].split(",")[4], "oops", 1)
+    bad.write_text("\n".join(lines) + "\n")
+    done = _run("data", "ingest", "--csv-dir", str(tmp_path / "csv"), "--qlib-dir", str(tmp_path / "q"))
+    assert done.returncode == 2
+    assert "SYN001.csv, row 11, field 'close': 'oops' is not a number" in done.stderr
+    assert (tmp_path / "q" / "features" / "syn000" / "close.day.bin").read_bytes() == before
+
+
+def test_download_rejects_bad_universe_without_network(tmp_path):
+    done = _run(
+        "data",
+        "download",
+        "--universe",
+        "dj31!",
+        "--start",
+        "2020-01-01",
+        "--end",
+        "2020-02-01",
+        "--out",
+        str(tmp_path),
+    )
+    assert done.returncode == 2
+    assert "'dj31!' is neither a shipped universe (dj30, sp500) nor a comma-separated ticker list" in done.stderr
+
+
+def test_shipped_universes():
+    from storm_bt.data.universes import universe_tickers
+
+    dj30 = universe_tickers("dj30")
+    assert len(dj30) == 29 and dj30[0] == "AAPL" and "DOW" not in dj30
+    assert len(universe_tickers("sp500")) == 408
+
+
+def test_readme_commands_parse():
+    """Every ``storm-bt`` command shown in the README is accepted by the parser."""
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r"^(?:.*&& )?storm-bt (.+?)(?:\s+#.*)?$", readme, flags=re.MULTILINE)
+    assert len(commands) >= 4
+    parser = build_parser()
+    for command in commands:
+        args = parser.parse_args(shlex.split(command))
+        assert callable(args.func)
+
+
+@pytest.mark.parametrize("command", ["data", "quickstart"])
+def test_help(command):
+    assert _run(command, "--help").returncode == 0
