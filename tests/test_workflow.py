@@ -147,3 +147,22 @@ def test_learning_model_beats_shuffled_label_control(quickstart_run):
     assert real["RankIC"] > 0.03
     assert abs(control["RankIC"]) < 0.03
     assert real["RankIC"] > control["RankIC"] + 0.03
+
+
+@pytest.mark.slow
+def test_lgbm_workflow_on_dj30(shared_data, tmp_path):
+    """The shipped workflow on real DJ30 prices, changing only the provider path (dates are the file's)."""
+    from storm_bt.data.csv_source import load_csv_dir
+    from storm_bt.data.provider import write_provider
+    from storm_bt.workflow import latest_metrics, run_qrun, write_workflow
+
+    write_provider(load_csv_dir(shared_data / "dj30", min_history=60), tmp_path / "qlib", "dj30")
+    config = load_workflow(ROOT / "experiments" / "workflow_lgbm_alpha158_dj30.yaml")
+    config["qlib_init"]["provider_uri"] = str(tmp_path / "qlib")
+    path = write_workflow(config, tmp_path / "workflow.yaml")
+    run_qrun(path, cwd=tmp_path, log_path=tmp_path / "qrun.log")
+    metrics = latest_metrics(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    assert -0.05 < metrics["Rank IC"] < 0.1  # US large caps: RankIC is small (FactorVQVAE reports ~0.01 on S&P500)
+    assert np.isfinite(metrics["1day.excess_return_with_cost.annualized_return"])
+    log = (tmp_path / "qrun.log").read_text()
+    assert "Rank IC" in log and "excess return with cost" in log
