@@ -1,0 +1,6 @@
+"""The STORM model: dual VQ-VAE over time-series and cross-sectional chunks, fused, with a factor module."""
+
+from storm_bt.model.config import ABLATIONS, PRESETS, StormConfig
+from storm_bt.model.quantizer import VectorQuantizer, VQOutput
+
+__all__ = ["ABLATIONS", "PRESETS", "StormConfig", "VQOutput", "VectorQuantizer"]
