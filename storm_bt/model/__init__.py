@@ -2,5 +2,15 @@
 
 from storm_bt.model.config import ABLATIONS, PRESETS, StormConfig
 from storm_bt.model.quantizer import VectorQuantizer, VQOutput
+from storm_bt.model.storm import Storm, StormEmbeddings, StormOutput
 
-__all__ = ["ABLATIONS", "PRESETS", "StormConfig", "VQOutput", "VectorQuantizer"]
+__all__ = [
+    "ABLATIONS",
+    "PRESETS",
+    "Storm",
+    "StormConfig",
+    "StormEmbeddings",
+    "StormOutput",
+    "VQOutput",
+    "VectorQuantizer",
+]

@@ -22,9 +22,9 @@ class StormConfig:
     patch_days: int = 4  # p: days per time-series chunk (one stock over p days)
     d_model: int = 256  # token width of both branches
     cs_stem_dim: int = 32  # per-(day, stock) projection before the cross-sectional chunk
-    ts_depth: int = 4  # paper: 4 layers for the time-series encoder
+    ts_depth: int = 4  # paper and reference code: 4 layers for the time-series encoder
     ts_heads: int = 4
-    cs_depth: int = 2  # paper: 2 layers for the cross-sectional encoder
+    cs_depth: int = 4  # the reference code's 4 (what gives the paper's 15.2M parameters); the paper's text says 2
     cs_heads: int = 8
     dec_depth: int = 2  # reconstruction decoders of both branches
     dec_heads: int = 4
@@ -36,8 +36,8 @@ class StormConfig:
     use_cs: bool = True
     fusion: bool = True  # cross-attention between TS and CS tokens (needs both branches)
     n_factors: int = 64  # K_f latent factors of the factor module
-    factor_hidden: int = 256  # width of the factor module's MLPs and attention
-    factor_heads: int = 4
+    factor_hidden: int = 512  # width of the factor module's MLPs and attention (the reference's 512)
+    factor_heads: int = 8
     # loss weights (every term is configuration)
     w_recon: float = 1.0  # reconstruction of the input features, per branch
     w_codebook: float = 1.0  # ||sg[z_e] - z_q||^2
@@ -46,7 +46,8 @@ class StormConfig:
     w_ortho: float = 0.1  # ||l2(E) l2(E)^T - I||_F^2 / K^2
     w_contrastive: float = 0.1  # InfoNCE between the TS and CS summaries of a sample
     w_kl: float = 0.1  # KL(posterior || prior) of factor returns
-    w_return: float = 1.0  # Gaussian NLL of cross-sectionally standardised returns
+    w_return: float = 1.0  # Gaussian NLL of cross-sectionally standardised returns (posterior path)
+    w_pred: float = 1.0  # MSE of the prior mean (the score) against standardised returns
 
     def __post_init__(self) -> None:
         if self.window % self.patch_days:
@@ -91,7 +92,7 @@ class StormConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {},  # the defaults are the paper's sizes (about 15M parameters on DJ30)
+    "paper": {},  # the defaults are the paper's sizes: about 14.9M parameters on DJ30 with Alpha158 (paper: 15.2M)
     "small": {  # trains on 2 CPU cores in minutes
         "window": 16,
         "patch_days": 4,

@@ -1,0 +1,58 @@
+"""Transformer building blocks shared by both branches (pre-LN, GELU, PyTorch's own layers)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["CrossFusion", "TokenEncoder", "transformer"]
+
+
+def transformer(d_model: int, depth: int, heads: int, mlp_ratio: int, dropout: float) -> nn.TransformerEncoder:
+    """``depth`` pre-LN blocks ``x + MHSA(LN(x))``, ``x + MLP(LN(x))`` and a final LayerNorm."""
+    layer = nn.TransformerEncoderLayer(
+        d_model,
+        heads,
+        dim_feedforward=mlp_ratio * d_model,
+        dropout=dropout,
+        activation="gelu",
+        batch_first=True,
+        norm_first=True,
+    )
+    return nn.TransformerEncoder(layer, depth, norm=nn.LayerNorm(d_model), enable_nested_tensor=False)
+
+
+class TokenEncoder(nn.Module):
+    """A [CLS] token, learned positions and a transformer over one branch's tokens."""
+
+    def __init__(self, d_model: int, n_tokens: int, depth: int, heads: int, mlp_ratio: int, dropout: float) -> None:
+        super().__init__()
+        self.cls = nn.Parameter(torch.zeros(1, 1, d_model))
+        self.pos = nn.Parameter(torch.zeros(1, n_tokens + 1, d_model))
+        nn.init.trunc_normal_(self.cls, std=0.02)
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        self.blocks = transformer(d_model, depth, heads, mlp_ratio, dropout)
+
+    def forward(self, tokens: Tensor, token_mask: Tensor) -> Tensor:
+        """(B, L, D) tokens, (B, L) mask -> (B, 1 + L, D) with the [CLS] summary at position 0."""
+        b = tokens.shape[0]
+        x = torch.cat([self.cls.expand(b, -1, -1), tokens], dim=1) + self.pos  # (B, 1 + L, D)
+        keep = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=tokens.device), token_mask], dim=1)
+        return self.blocks(x, src_key_padding_mask=~keep)
+
+
+class CrossFusion(nn.Module):
+    """Cross-attention both ways: TS tokens attend to CS tokens and CS tokens to TS tokens."""
+
+    def __init__(self, d_model: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.norm_ts, self.norm_cs = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.ts_from_cs = nn.MultiheadAttention(d_model, heads, dropout=dropout, batch_first=True)
+        self.cs_from_ts = nn.MultiheadAttention(d_model, heads, dropout=dropout, batch_first=True)
+
+    def forward(self, ts: Tensor, ts_keep: Tensor, cs: Tensor, cs_keep: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, Lt, D), (B, Lt) and (B, Lc, D), (B, Lc) -> fused (B, Lt, D), (B, Lc, D)."""
+        q_ts, q_cs = self.norm_ts(ts), self.norm_cs(cs)
+        ts_out = ts + self.ts_from_cs(q_ts, q_cs, q_cs, key_padding_mask=~cs_keep, need_weights=False)[0]
+        cs_out = cs + self.cs_from_ts(q_cs, q_ts, q_ts, key_padding_mask=~ts_keep, need_weights=False)[0]
+        return ts_out, cs_out
