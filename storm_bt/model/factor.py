@@ -60,7 +60,13 @@ class FactorModule(nn.Module):
         self.beta = nn.Linear(h, k)
 
     def forward(self, stocks: Tensor, stock_mask: Tensor, summaries: Tensor, y: Tensor | None) -> FactorOutput:
-        """``stocks`` (B, N, d_in), ``stock_mask`` (B, N), ``summaries`` (B, S, summary_dim), ``y`` (B, N) standardised."""
+        """Factor distributions and per-stock return distributions.
+
+        :param stocks: (B, N, d_in) per-stock latent features.
+        :param stock_mask: (B, N) stocks that exist (and have a label, in training).
+        :param summaries: (B, S, summary_dim) [CLS]-style summary tokens of the branches.
+        :param y: (B, N) cross-sectionally standardised next returns, or None at inference.
+        """
         h = self.stock(stocks)  # (B, N, H)
         keys = torch.cat([h, self.summary(summaries)], dim=1)  # (B, N + S, H)
         keep = torch.cat([stock_mask, stock_mask.new_ones(summaries.shape[:2])], dim=1)
