@@ -18,7 +18,7 @@ import pandas as pd
 
 from handlers.alpha158_us import label_horizon
 from storm_bt.data.csv_source import csv_files, load_csv_dir
-from storm_bt.data.provider import benchmark_name, write_provider
+from storm_bt.data.provider import benchmark_name, read_calendar, write_provider
 from storm_bt.data.synthetic import SyntheticMarketConfig, write_market_csvs
 from storm_bt.io import atomic_write_text
 from storm_bt.splits import Segments
@@ -89,7 +89,7 @@ def _provider_stage(cfg: QuickstartConfig, csv_dir: Path) -> Path:
 def _workflow_stage(cfg: QuickstartConfig, qlib_dir: Path) -> pd.Series:
     template = load_workflow(cfg.workflow)
     label = template["task"]["dataset"]["kwargs"]["handler"]["kwargs"].get("label", "qlib")
-    calendar = pd.DatetimeIndex(pd.read_csv(qlib_dir / "calendars" / "day.txt", header=None)[0])
+    calendar = read_calendar(qlib_dir)
     segments = Segments.carve(calendar, cfg.fractions, embargo=label_horizon(label))
     segments.check(calendar, embargo=label_horizon(label))
     config = retarget(template, qlib_dir.resolve(), cfg.universe, benchmark_name(cfg.universe), segments)

@@ -64,9 +64,7 @@ def test_retarget_changes_only_provider_market_benchmark_and_dates():
     assert config["qlib_init"]["provider_uri"] == "~/.storm_bt/qlib_data/dj30"  # the original is untouched
 
 
-@pytest.fixture(scope="module")
-def quickstart_run(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("quickstart")
+def _quickstart(run_dir: Path) -> subprocess.CompletedProcess:
     cmd = [
         sys.executable,
         "-m",
@@ -81,6 +79,13 @@ def quickstart_run(tmp_path_factory) -> Path:
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("quickstart")
+    _quickstart(run_dir)
     return run_dir
 
 
@@ -94,20 +99,7 @@ def test_quickstart_runs_qrun_and_records_metrics(quickstart_run):
 
 
 def test_quickstart_reuses_valid_stages(quickstart_run):
-    cmd = [
-        sys.executable,
-        "-m",
-        "storm_bt.cli",
-        "quickstart",
-        "--run-dir",
-        str(quickstart_run),
-        "--stocks",
-        "30",
-        "--days",
-        "750",
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _quickstart(quickstart_run)
     assert "market: reusing" in done.stderr and "provider: reusing" in done.stderr
 
 

@@ -34,7 +34,15 @@ from storm_bt.data.calendar import nyse_sessions
 from storm_bt.data.schema import DataValidationError
 from storm_bt.io import atomic_write_text, staged_dir
 
-__all__ = ["FIELDS", "ProviderSummary", "benchmark_name", "provider_fields", "read_bin", "write_provider"]
+__all__ = [
+    "FIELDS",
+    "ProviderSummary",
+    "benchmark_name",
+    "provider_fields",
+    "read_bin",
+    "read_calendar",
+    "write_provider",
+]
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +115,13 @@ def _append_bin(root: Path, instrument: str, field: str, values: np.ndarray) -> 
         np.asarray(values, dtype=_BIN_DTYPE).tofile(fh)
 
 
-def _read_calendar(root: Path) -> pd.DatetimeIndex:
-    return pd.DatetimeIndex(pd.read_csv(root / "calendars" / "day.txt", header=None)[0], name="date")
+def read_calendar(root: str | Path) -> pd.DatetimeIndex:
+    """The provider's trading calendar (``calendars/day.txt``)."""
+    return pd.DatetimeIndex(pd.read_csv(Path(root) / "calendars" / "day.txt", header=None)[0], name="date")
+
+
+def _write_calendar(root: Path, calendar: pd.DatetimeIndex) -> None:
+    atomic_write_text(root / "calendars" / "day.txt", "\n".join(f"{d:%Y-%m-%d}" for d in calendar) + "\n")
 
 
 def _read_instruments(root: Path, name: str) -> pd.DataFrame:
@@ -167,7 +180,7 @@ def _fresh(stage: Path, fields: dict[str, pd.DataFrame], universe: str, bench: s
     for inst, span in ranges.iterrows():
         _write_instrument(stage, str(inst), fields, span, position)
     _write_benchmark(stage, bench, bench_level, calendar)
-    atomic_write_text(stage / "calendars" / "day.txt", "\n".join(f"{d:%Y-%m-%d}" for d in calendar) + "\n")
+    _write_calendar(stage, calendar)
     _write_instruments(stage, "all", ranges)
     _write_instruments(stage, universe, ranges)
     return len(calendar)
@@ -201,7 +214,7 @@ def _scale_to_store(
 
 
 def _update(stage: Path, fields: dict[str, pd.DataFrame], universe: str, bench: str, bench_level: pd.Series) -> int:
-    old_calendar = _read_calendar(stage)
+    old_calendar = read_calendar(stage)
     new_index = fields["close"].index
     if new_index[0] < old_calendar[0]:
         raise DataValidationError(
@@ -229,7 +242,7 @@ def _update(stage: Path, fields: dict[str, pd.DataFrame], universe: str, bench: 
     _write_instruments(stage, "all", merged)
     members = _read_instruments(stage, universe).index.union(ranges.index)
     _write_instruments(stage, universe, merged.loc[members])
-    atomic_write_text(stage / "calendars" / "day.txt", "\n".join(f"{d:%Y-%m-%d}" for d in calendar) + "\n")
+    _write_calendar(stage, calendar)
     return len(extra)
 
 
@@ -282,7 +295,7 @@ def write_provider(
         meta["vwap"] = "estimated as adjusted (high + low + close) / 3; Yahoo publishes no VWAP"
         meta["prices"] = "split- and dividend-adjusted: raw x factor, factor = adj_close / close; volume / factor"
         atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True))
-        calendar = _read_calendar(stage)
+        calendar = read_calendar(stage)
     summary = ProviderSummary(
         root,
         universe,
