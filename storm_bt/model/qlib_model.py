@@ -1,0 +1,154 @@
+"""STORM as a Qlib model: ``fit(dataset)`` on the train/valid segments, ``predict`` a score Series.
+
+The handler's frame (rows (datetime, instrument)) becomes a dense panel of windows: features
+come from the inference view (``DK_I``) for fitting and predicting alike, so the model sees one
+transform; labels come from the learning view (``DK_L``). Predicting a segment reads the
+``window - 1`` sessions before it as history, never anything after a window's last date.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import fields
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from qlib.data.dataset import DatasetH
+from qlib.data.dataset.handler import DataHandlerLP
+from qlib.model.base import Model
+
+from storm_bt.model.config import StormConfig
+from storm_bt.model.storm import Storm
+from storm_bt.model.trainer import TrainConfig, Trainer, TrainResult, predict_windows
+from storm_bt.model.windows import Panel, WindowDataset
+
+__all__ = ["StormModel"]
+
+logger = logging.getLogger(__name__)
+
+
+class StormModel(Model):
+    """The STORM factor model behind Qlib's ``Model`` interface (picklable; Qlib saves it with the run).
+
+    :param preset: ``"small"`` or ``"paper"`` (see :data:`storm_bt.model.PRESETS`).
+    :param ablation: optional ablation name (see :data:`storm_bt.model.ABLATIONS`).
+    :param model_config: overrides of :class:`StormConfig` fields (``n_stocks``/``n_features``
+        come from the data).
+    :param run_dir: folder for checkpoints, per-epoch code usage and the training history; an
+        interrupted fit resumes from it. ``None`` keeps everything in memory.
+    :param train_kwargs: fields of :class:`TrainConfig` (``epochs``, ``lr``, ``seed``, ...).
+    """
+
+    def __init__(
+        self,
+        preset: str = "small",
+        ablation: str | None = None,
+        model_config: dict[str, Any] | None = None,
+        run_dir: str | None = None,
+        resume: bool = True,
+        **train_kwargs: Any,
+    ) -> None:
+        known = {f.name for f in fields(TrainConfig)}
+        unknown = sorted(set(train_kwargs) - known)
+        if unknown:
+            raise ValueError(f"StormModel: unknown argument(s) {unknown}; training settings are {sorted(known)}.")
+        if "betas" in train_kwargs:
+            train_kwargs["betas"] = tuple(train_kwargs["betas"])
+        self.preset = preset
+        self.ablation = ablation
+        self.model_config = dict(model_config or {})
+        StormConfig.preset(preset, **self.model_config)  # fail on bad keys now, not after loading data
+        self.train_config = TrainConfig(**train_kwargs)
+        self.run_dir = run_dir
+        self.resume = resume
+        self.model: Storm | None = None
+        self.instruments: list[str] | None = None
+        self.result: TrainResult | None = None
+
+    def storm_config(self, n_stocks: int, n_features: int) -> StormConfig:
+        cfg = StormConfig.preset(self.preset, n_stocks=n_stocks, n_features=n_features, **self.model_config)
+        return cfg.ablation(self.ablation) if self.ablation else cfg
+
+    def fit(self, dataset: DatasetH, evals_result: dict | None = None, reweighter: Any = None) -> StormModel:
+        if reweighter is not None:
+            raise ValueError("StormModel does not support sample reweighting.")
+        train_start, train_end = _segment_range(dataset, "train")
+        valid_start, valid_end = _segment_range(dataset, "valid")
+        if valid_start <= train_end:
+            raise ValueError(f"valid segment starts ({valid_start.date()}) before train ends ({train_end.date()}).")
+        features = dataset.handler.fetch(slice(None, valid_end), col_set="feature", data_key=DataHandlerLP.DK_I)
+        labels = pd.concat(dataset.prepare(["train", "valid"], col_set="label", data_key=DataHandlerLP.DK_L)).iloc[:, 0]
+        panel = Panel.from_frame(features, labels)
+        cfg = self.storm_config(len(panel.instruments), panel.features.shape[2])
+        train = WindowDataset.labelled(panel, cfg.window, train_start, train_end)
+        valid = WindowDataset.labelled(panel, cfg.window, valid_start, valid_end)
+        logger.info(
+            "STORM %s: %d stocks x %d features, %d train and %d valid windows of %d days",
+            self.preset,
+            len(panel.instruments),
+            panel.features.shape[2],
+            len(train),
+            len(valid),
+            cfg.window,
+        )
+        data_signature = {
+            "instruments": list(panel.instruments),
+            "train": [str(panel.dates[train.ends[0]]), str(panel.dates[train.ends[-1]]), len(train)],
+            "valid": [str(panel.dates[valid.ends[0]]), str(panel.dates[valid.ends[-1]]), len(valid)],
+        }
+        trainer = Trainer(cfg, self.train_config, self.run_dir, data_signature)
+        self.model, self.result = trainer.fit(train, valid, resume=self.resume)
+        self.model.cpu()
+        self.instruments = list(panel.instruments)
+        if evals_result is not None:
+            evals_result["valid"] = [h["valid_RankIC"] for h in self.result.history]
+        return self
+
+    def predict(self, dataset: DatasetH, segment: str | slice = "test") -> pd.Series:
+        if self.model is None or self.instruments is None:
+            raise ValueError("StormModel is not fitted: call fit(dataset) first.")
+        start, end = _segment_range(dataset, segment)
+        features = dataset.handler.fetch(
+            slice(_history_start(start, self.model.cfg.window), end), col_set="feature", data_key=DataHandlerLP.DK_I
+        )
+        unknown = sorted(set(features.index.get_level_values("instrument")) - set(self.instruments))
+        if unknown:
+            logger.warning(
+                "StormModel: %d instrument(s) not in the training universe get no score: %s", len(unknown), unknown[:10]
+            )
+        panel = Panel.from_frame(features, instruments=self.instruments)
+        data = WindowDataset(panel, self.model.cfg.window, panel.positions(start, end))
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        scores = predict_windows(self.model.to(device), data)
+        self.model.cpu()
+        index = pd.MultiIndex.from_product(
+            [panel.dates[data.ends], panel.instruments], names=["datetime", "instrument"]
+        )
+        pred = pd.Series(scores.ravel().astype(np.float64), index=index, name="score")
+        return pred.dropna()
+
+
+def _segment_range(dataset: DatasetH, segment: str | slice) -> tuple[pd.Timestamp, pd.Timestamp]:
+    if isinstance(segment, slice):
+        bounds = (segment.start, segment.stop)
+    elif segment in dataset.segments:
+        bounds = dataset.segments[segment]
+        bounds = (bounds.start, bounds.stop) if isinstance(bounds, slice) else tuple(bounds)
+    else:
+        raise ValueError(f"Unknown segment {segment!r}; the dataset has {sorted(dataset.segments)}.")
+    if any(b is None for b in bounds):
+        raise ValueError(f"Segment {segment!r} needs an explicit start and end, got {bounds}.")
+    return pd.Timestamp(bounds[0]), pd.Timestamp(bounds[1])
+
+
+def _history_start(start: pd.Timestamp, window: int) -> pd.Timestamp | None:
+    """The session ``window - 1`` sessions before ``start`` (None when the calendar is shorter)."""
+    from qlib.data import D
+
+    if window <= 1:
+        return start
+    calendar = D.calendar(end_time=start, freq="day")
+    calendar = calendar[calendar < start]
+    return pd.Timestamp(calendar[-(window - 1)]) if len(calendar) >= window - 1 else None

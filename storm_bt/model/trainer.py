@@ -1,0 +1,285 @@
+"""Training loop for STORM under Hugging Face ``accelerate``, selected on the valid segment's RankIC.
+
+One process on CPU, or ``accelerate launch --num_processes K`` (DDP: gloo on CPU, NCCL on GPUs)
+with no code change. Each epoch: a shuffled pass over the train windows (every process takes
+every K-th window of the epoch's permutation), then the valid RankIC, then a checkpoint. The best
+valid RankIC picks the weights that are kept; ``patience`` epochs without improvement stop the
+run. An interrupted run resumes from ``last.pt``; a damaged checkpoint is an error that names the
+file and leaves it in place.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from storm_bt.io import atomic_path, atomic_write_text
+from storm_bt.metrics import rank_ic_summary
+from storm_bt.model.config import StormConfig
+from storm_bt.model.quantizer import VectorQuantizer
+from storm_bt.model.storm import Storm
+from storm_bt.model.windows import WindowDataset
+
+__all__ = ["CheckpointError", "TrainConfig", "TrainResult", "Trainer", "predict_windows"]
+
+CHECKPOINT_FORMAT = 1
+EMBEDDING_PARAMETERS = {"cls", "pos", "queries"}  # learned tokens and positions: no weight decay
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used: unreadable, or written by a different configuration."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings. Defaults follow the reference (AdamW, betas 0.9/0.95, wd 0.05) plus clipping."""
+
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.05  # on weight matrices only: never codebooks, norms, biases or embeddings
+    warmup_frac: float = 0.1  # share of all steps spent warming up linearly, then cosine decay to 0
+    grad_clip: float = 1.0
+    patience: int = 5  # epochs without a better valid RankIC before stopping
+    eval_batch_size: int = 64
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_valid_rank_ic: float
+    epochs_run: int
+    history: list[dict[str, Any]]
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay 2-D+ weight matrices; leave codebooks, norms, biases and embeddings undecayed."""
+    codebooks = {id(m.codebook) for m in model.modules() if isinstance(m, VectorQuantizer)}
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        plain = p.dim() < 2 or id(p) in codebooks or name.rsplit(".", 1)[-1] in EMBEDDING_PARAMETERS
+        (no_decay if plain else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _warmup_cosine(total_steps: int, warmup_frac: float):
+    warmup = max(1, int(total_steps * warmup_frac))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+@torch.no_grad()
+def predict_windows(model: Storm, data: WindowDataset, batch_size: int = 64) -> np.ndarray:
+    """Scores (len(data), N) of ``model`` in eval mode; NaN for stocks absent on the window's last day."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for x, mask, _, _ in DataLoader(data, batch_size=batch_size, shuffle=False):
+        pred = model(x.to(device), mask.to(device)).pred
+        out.append(torch.where(mask[:, -1].to(device), pred, torch.nan).cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.empty((0, data.panel.features.shape[1]), dtype=np.float32)
+
+
+def rank_ic_of(scores: np.ndarray, data: WindowDataset) -> dict[str, float]:
+    """RankIC / RankICIR of ``scores`` against the labels at each window's end date."""
+    panel = data.panel
+    index = pd.MultiIndex.from_product([panel.dates[data.ends], panel.instruments], names=["datetime", "instrument"])
+    labels = panel.labels[data.ends]
+    return rank_ic_summary(pd.Series(scores.ravel(), index=index), pd.Series(labels.ravel(), index=index))
+
+
+class Trainer:
+    """Fits a :class:`Storm` on train windows and keeps the weights with the best valid RankIC."""
+
+    def __init__(
+        self,
+        model_cfg: StormConfig,
+        train_cfg: TrainConfig,
+        run_dir: str | Path | None = None,
+        data_signature: dict[str, Any] | None = None,
+    ) -> None:
+        """``data_signature`` describes the data (universe, date ranges); resuming on other data is refused."""
+        self.model_cfg = model_cfg
+        self.cfg = train_cfg
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.data_signature = data_signature or {}
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+
+    # -- public -------------------------------------------------------------------------------------
+
+    def fit(self, train: WindowDataset, valid: WindowDataset, resume: bool = True) -> tuple[Storm, TrainResult]:
+        """Train from scratch, or from ``run_dir/last.pt`` when ``resume`` and it exists."""
+        if len(train) == 0:
+            raise ValueError("No training windows: the train segment has no dates with labels.")
+        if len(valid) == 0:
+            raise ValueError("No valid windows: checkpoint selection needs a valid segment with labels.")
+        acc, cfg = self.accelerator, self.cfg
+        set_seed(cfg.seed)
+        model = Storm(self.model_cfg)
+        optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+        steps_per_epoch = len(train) // acc.num_processes // cfg.batch_size or 1
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, _warmup_cosine(steps_per_epoch * cfg.epochs, cfg.warmup_frac)
+        )
+        state = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "stale": 0, "history": [], "best": None}
+        if resume and self._last_path() is not None and self._last_path().exists():
+            state = self._load_last(model, optimizer, scheduler)
+            acc.print(f"resuming from {self._last_path()} after epoch {state['epoch']}")
+        ddp_model, optimizer = acc.prepare(model, optimizer)
+        while state["epoch"] < cfg.epochs and state["stale"] < cfg.patience:
+            epoch = state["epoch"] + 1
+            losses = self._train_epoch(ddp_model, optimizer, scheduler, train, epoch, steps_per_epoch)
+            usage = {name: m.reset_usage().tolist() for name, m in _quantizers(model)}
+            score = rank_ic_of(predict_windows(model, valid, cfg.eval_batch_size), valid)
+            record = {"epoch": epoch, **losses, **{f"valid_{k}": v for k, v in score.items()}}
+            state["history"].append(record)
+            valid_ic = score["RankIC"] if np.isfinite(score["RankIC"]) else -math.inf
+            if valid_ic > state["best_score"]:
+                state.update(best_score=valid_ic, best_epoch=epoch, stale=0)
+                state["best"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            else:
+                state["stale"] += 1
+            state["epoch"] = epoch
+            acc.print(
+                f"epoch {epoch}: loss {losses['loss']:.4f}  valid RankIC {score['RankIC']:.4f}"
+                f"  (best {state['best_score']:.4f} @ {state['best_epoch']})"
+            )
+            self._save(model, optimizer, scheduler, state, usage)
+        model.load_state_dict(state["best"])
+        model.eval()
+        result = TrainResult(state["best_epoch"], state["best_score"], state["epoch"], state["history"])
+        return model, result
+
+    # -- epoch --------------------------------------------------------------------------------------
+
+    def _epoch_batches(self, train: WindowDataset, epoch: int, steps: int) -> Iterator[list[int]]:
+        """This process's batches: a seeded permutation per epoch, shard k of K, equal step counts."""
+        acc, size = self.accelerator, self.cfg.batch_size
+        generator = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+        order = torch.randperm(len(train), generator=generator)[acc.process_index :: acc.num_processes].tolist()
+        for step in range(steps):
+            yield order[step * size : (step + 1) * size] or order[:size]
+
+    def _train_epoch(self, ddp_model, optimizer, scheduler, train: WindowDataset, epoch: int, steps: int):
+        acc, cfg = self.accelerator, self.cfg
+        ddp_model.train()
+        loader = DataLoader(train, batch_sampler=list(self._epoch_batches(train, epoch, steps)))
+        sums: dict[str, float] = {}
+        bar = tqdm(loader, desc=f"epoch {epoch}", disable=not (cfg.progress and acc.is_local_main_process))
+        for x, mask, y, _ in bar:
+            out = ddp_model(x.to(acc.device), mask.to(acc.device), y.to(acc.device))
+            optimizer.zero_grad(set_to_none=True)
+            acc.backward(out.loss)
+            if cfg.grad_clip > 0:
+                acc.clip_grad_norm_(ddp_model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            for key, value in {"loss": out.loss, **out.loss_breakdown}.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach())
+            bar.set_postfix(loss=f"{float(out.loss.detach()):.4f}")
+        return {k: v / max(1, len(loader)) for k, v in sums.items()}
+
+    # -- checkpoints --------------------------------------------------------------------------------
+
+    def _last_path(self) -> Path | None:
+        return None if self.run_dir is None else self.run_dir / "last.pt"
+
+    def _fingerprint(self) -> dict[str, Any]:
+        train = asdict(self.cfg)
+        train.pop("progress")
+        return {
+            "model": asdict(self.model_cfg),
+            "train": train,
+            "data": self.data_signature,
+            "num_processes": self.accelerator.num_processes,
+        }
+
+    def _save(self, model: Storm, optimizer, scheduler, state: dict[str, Any], usage: dict[str, list[int]]) -> None:
+        acc = self.accelerator
+        if self.run_dir is None or not acc.is_main_process:
+            acc.wait_for_everyone()
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": json.dumps(self._fingerprint(), sort_keys=True),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            **{k: state[k] for k in ("epoch", "best_score", "best_epoch", "stale", "best")},
+            "history": json.dumps(state["history"]),
+        }
+        with atomic_path(self.run_dir / "last.pt") as tmp:
+            torch.save(payload, tmp)
+        with atomic_path(self.run_dir / "best.pt") as tmp:
+            torch.save({"config": asdict(self.model_cfg), "model": state["best"], "epoch": state["best_epoch"]}, tmp)
+        usage_path = self.run_dir / "code_usage.json"
+        history = json.loads(usage_path.read_text()) if usage_path.exists() and state["epoch"] > 1 else {}
+        history[str(state["epoch"])] = usage
+        atomic_write_text(usage_path, json.dumps(history))
+        atomic_write_text(self.run_dir / "history.json", json.dumps(state["history"], indent=1))
+        acc.wait_for_everyone()
+
+    def _load_last(self, model: Storm, optimizer, scheduler) -> dict[str, Any]:
+        path = self._last_path()
+        payload = load_checkpoint(path)
+        if payload.get("format") != CHECKPOINT_FORMAT or "fingerprint" not in payload:
+            raise CheckpointError(f"{path}: not a storm_bt training checkpoint (format {payload.get('format')!r}).")
+        if payload["fingerprint"] != json.dumps(self._fingerprint(), sort_keys=True):
+            raise CheckpointError(
+                f"{path}: written by a different model, training configuration or data; resume with the same "
+                "configuration, or point the run at a new folder (the checkpoint is left as it is)."
+            )
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        torch.set_rng_state(payload["torch_rng"])
+        state = {k: payload[k] for k in ("epoch", "best_score", "best_epoch", "stale", "best")}
+        state["history"] = json.loads(payload["history"])
+        return state
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """``torch.load`` restricted to tensors and plain data; any failure names the file."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(
+            f"{path}: cannot read this checkpoint ({type(exc).__name__}: {exc}). It may be truncated or "
+            "corrupt; it was left untouched: move it away to start the run over."
+        ) from exc
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(payload).__name__}.")
+    return payload
+
+
+def _quantizers(model: Storm) -> list[tuple[str, VectorQuantizer]]:
+    return [(name, branch.quantizer) for name, branch in (("ts", model.ts), ("cs", model.cs)) if branch is not None]

@@ -1,0 +1,114 @@
+"""From a Qlib handler frame to STORM's [days x stocks x features] windows, with masks.
+
+Qlib hands models a long frame indexed by (datetime, instrument). STORM needs, for every date t,
+the ``window`` sessions ending at t for the whole universe. :class:`Panel` reindexes the frame
+once onto a dense (dates x instruments) grid (absent rows are masked, never invented), and
+:class:`WindowDataset` serves windows by their last date. A window ending at t reads rows up to
+t only, so a prediction for t cannot see anything after t.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+__all__ = ["Panel", "WindowDataset"]
+
+
+@dataclass(frozen=True)
+class Panel:
+    """A dense (dates x instruments) view of a handler frame."""
+
+    dates: pd.DatetimeIndex
+    instruments: pd.Index
+    features: np.ndarray  # (D, N, F) float32, 0 where absent
+    present: np.ndarray  # (D, N) bool: the frame has a row for (date, instrument)
+    labels: np.ndarray  # (D, N) float32, NaN where no label
+
+    @classmethod
+    def from_frame(
+        cls,
+        features: pd.DataFrame,
+        labels: pd.Series | None = None,
+        instruments: Sequence[str] | None = None,
+    ) -> Panel:
+        """Reindex ``features`` (rows (datetime, instrument)) onto dates x ``instruments``.
+
+        ``instruments`` fixes the stock axis (a trained model's universe); by default it is every
+        instrument of the frame, sorted. Rows of other instruments are dropped.
+        """
+        if not isinstance(features.index, pd.MultiIndex) or list(features.index.names) != ["datetime", "instrument"]:
+            raise ValueError(
+                f"Expected a frame indexed by (datetime, instrument), got index names {list(features.index.names)}."
+            )
+        if features.index.has_duplicates:
+            dup = features.index[features.index.duplicated()][0]
+            raise ValueError(f"Duplicate (datetime, instrument) row in the handler frame: {dup}.")
+        dates = pd.DatetimeIndex(features.index.get_level_values("datetime").unique()).sort_values()
+        if instruments is None:
+            instruments = sorted(features.index.get_level_values("instrument").unique())
+        inst = pd.Index(list(instruments), name="instrument")
+        grid = pd.MultiIndex.from_product([dates, inst], names=["datetime", "instrument"])
+        d, n = len(dates), len(inst)
+        present = pd.Series(True, index=features.index).reindex(grid, fill_value=False).to_numpy(dtype=bool, copy=True)
+        present = present.reshape(d, n)
+        values = features.reindex(grid).to_numpy(dtype=np.float32).reshape(d, n, features.shape[1])
+        values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+        if labels is None:
+            label_values = np.full((d, n), np.nan, dtype=np.float32)
+        else:
+            label_values = labels.reindex(grid).to_numpy(dtype=np.float32).reshape(d, n)
+        return cls(dates, inst, values, present, label_values)
+
+    def positions(self, start: pd.Timestamp | str | None, end: pd.Timestamp | str | None) -> np.ndarray:
+        """Indices of the dates within [start, end] (inclusive, either side open when None)."""
+        keep = np.ones(len(self.dates), dtype=bool)
+        if start is not None:
+            keep &= self.dates >= pd.Timestamp(start)
+        if end is not None:
+            keep &= self.dates <= pd.Timestamp(end)
+        return np.flatnonzero(keep)
+
+
+class WindowDataset(Dataset):
+    """Windows of ``window`` sessions ending at the given date positions of a panel.
+
+    Days before the panel's first date are padded and masked, so the first dates still get a
+    (shorter) history instead of being dropped.
+    """
+
+    def __init__(self, panel: Panel, window: int, ends: np.ndarray) -> None:
+        self.panel = panel
+        self.window = window
+        self.ends = np.asarray(ends, dtype=np.int64)
+        self._features = torch.from_numpy(panel.features)
+        self._present = torch.from_numpy(panel.present)
+        self._labels = torch.from_numpy(panel.labels)
+
+    @classmethod
+    def labelled(cls, panel: Panel, window: int, start=None, end=None) -> WindowDataset:
+        """Windows ending in [start, end] on dates where at least one present stock has a label."""
+        pos = panel.positions(start, end)
+        has_label = (np.isfinite(panel.labels) & panel.present).any(axis=1)
+        return cls(panel, window, pos[has_label[pos]])
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """``(x, mask, y, end)``: (T, N, F) features, (T, N) presence, (N,) labels at the end date, its index."""
+        end = int(self.ends[i])
+        first = end - self.window + 1
+        lo = max(first, 0)
+        x = self._features[lo : end + 1]
+        mask = self._present[lo : end + 1]
+        if first < 0:  # pad the days before the panel starts
+            pad = -first
+            x = torch.cat([x.new_zeros((pad, *x.shape[1:])), x])
+            mask = torch.cat([mask.new_zeros((pad, *mask.shape[1:])), mask])
+        return x, mask, self._labels[end], end
