@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -82,7 +84,7 @@ def test_weekly_strategy_trades_first_session_of_week_within_topk(provider, seed
     days = sorted(books)
     assert max(len(book) for book in books.values()) == TOPK  # full, never above topk
     first_sessions = _first_sessions_of_week(pd.DatetimeIndex(days))
-    changes = [(prev, day) for prev, day in zip(days, days[1:], strict=False) if books[prev] != books[day]]
+    changes = [(prev, day) for prev, day in pairwise(days) if books[prev] != books[day]]
     assert len(changes) > 10  # random scores: the book does turn over
     for prev, day in changes:
         assert day in first_sessions, f"traded on {day.date()}, not the first session of its week"
@@ -104,7 +106,7 @@ def test_qlib_topk_dropout_exceeds_topk_when_sells_fail_and_ours_does_not(provid
     assert max(len(b) for b in qlib_books.values()) > TOPK
     assert max(len(b) for b in ours.values()) == TOPK
     days = sorted(ours)
-    assert sum(ours[a] != ours[b] for a, b in zip(days, days[1:], strict=False)) > len(days) // 3  # daily turnover
+    assert sum(ours[a] != ours[b] for a, b in pairwise(days)) > len(days) // 3  # daily turnover
 
 
 def test_bad_parameters_are_rejected():
