@@ -1,0 +1,21 @@
+"""Run by ``accelerate launch`` from test_trainer: fit on the planted panel, write each rank's result."""
+
+import json
+import sys
+from pathlib import Path
+
+from accelerate import PartialState
+from test_trainer import CFG, datasets, planted_frame
+
+from storm_bt.model.trainer import TrainConfig, Trainer
+
+out = Path(sys.argv[1])
+train, valid = datasets(*planted_frame())
+model, result = Trainer(CFG, TrainConfig(epochs=3, batch_size=8, lr=2e-3, progress=False), out / "run").fit(
+    train, valid
+)
+state = PartialState()
+checksum = float(sum(p.double().sum() for p in model.state_dict().values()))
+(out / f"rank{state.process_index}.json").write_text(
+    json.dumps({"world": state.num_processes, "checksum": checksum, "valid_rank_ic": result.best_valid_rank_ic})
+)
