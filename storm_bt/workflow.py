@@ -17,6 +17,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from qlib.utils.data import update_config
 from ruamel.yaml import YAML
 
 from storm_bt.data.calendar import nyse_sessions
@@ -29,8 +30,21 @@ log = logging.getLogger(__name__)
 
 
 def load_workflow(path: str | Path) -> dict[str, Any]:
-    """Load a workflow YAML as Qlib's ``qrun`` does (safe loader)."""
-    return YAML(typ="safe", pure=True).load(Path(path).read_text())
+    """Load a workflow YAML as Qlib's ``qrun`` does: safe loader, then ``BASE_CONFIG_PATH`` merged under it.
+
+    The base path is looked up as qrun does: as given (from the working directory), then beside ``path``.
+    """
+    path = Path(path)
+    config = YAML(typ="safe", pure=True).load(path.read_text())
+    base = config.pop("BASE_CONFIG_PATH", None)
+    if base is None:
+        return config
+    candidates = [Path(base), path.parent / base]
+    found = next((c for c in candidates if c.exists()), None)
+    if found is None:
+        looked = [str(c) for c in candidates]
+        raise FileNotFoundError(f"{path}: BASE_CONFIG_PATH {base!r} not found (looked at {looked}).")
+    return update_config(load_workflow(found), config)
 
 
 def _handler_kwargs(config: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from qlib.utils import init_instance_by_config
 from handlers import label_horizon
 from storm_bt.data.calendar import nyse_sessions
 from storm_bt.metrics import rank_ic_summary
+from storm_bt.model.config import ABLATIONS
 from storm_bt.splits import Segments
 from storm_bt.workflow import load_workflow, retarget, workflow_segments
 
@@ -158,3 +159,49 @@ def test_lgbm_workflow_on_dj30(shared_data, tmp_path):
     assert np.isfinite(metrics["1day.excess_return_with_cost.annualized_return"])
     log = (tmp_path / "qrun.log").read_text()
     assert "Rank IC" in log and "excess return with cost" in log
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_every_workflow_records_signal_ic_portfolio_and_paper_metrics(path):
+    config = load_workflow(path)
+    assert [r["class"] for r in config["task"]["record"]] == [
+        "SignalRecord",
+        "SigAnaRecord",
+        "PortAnaRecord",
+        "PaperMetricsRecord",
+    ]
+    strategy = config["task"]["record"][2]["kwargs"]["config"]["strategy"]
+    assert strategy["class"] == "WeeklyTopkDropoutStrategy"
+    assert {"topk", "n_drop", "rebalance"} <= set(strategy["kwargs"])
+
+
+def test_dj30_workflows_share_one_protocol():
+    protocol = load_workflow(ROOT / "experiments" / "protocol_dj30.yaml")
+    assert "model" not in protocol["task"]
+    for path in (ROOT / "experiments").glob("workflow_*_dj30*.yaml"):
+        config = load_workflow(path)
+        assert config["task"]["record"] == protocol["task"]["record"], path.name
+        assert config["task"]["dataset"]["kwargs"]["handler"] == protocol["task"]["dataset"]["kwargs"]["handler"]
+        assert workflow_segments(config) == workflow_segments(protocol), path.name
+
+
+def test_ablation_workflows_change_only_the_ablation_and_run_folder():
+    base = load_workflow(ROOT / "experiments" / "workflow_storm_small_dj30.yaml")
+    ablations = sorted((ROOT / "experiments").glob("workflow_storm_small_dj30_*.yaml"))
+    assert {p.stem.removeprefix("workflow_storm_small_dj30_") for p in ablations} == set(ABLATIONS)
+    for path in ablations:
+        config = load_workflow(path)
+        kwargs = config["task"]["model"]["kwargs"]
+        assert kwargs.pop("ablation") == path.stem.removeprefix("workflow_storm_small_dj30_")
+        assert kwargs.pop("run_dir") != base["task"]["model"]["kwargs"]["run_dir"]
+        expected = {k: v for k, v in base["task"]["model"]["kwargs"].items() if k != "run_dir"}
+        assert kwargs == expected and {k: v for k, v in config.items() if k != "task"} == {
+            k: v for k, v in base.items() if k != "task"
+        }
+
+
+def test_missing_base_config_is_named(tmp_path):
+    path = tmp_path / "workflow.yaml"
+    path.write_text("BASE_CONFIG_PATH: nowhere.yaml\n")
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.yaml"):
+        load_workflow(path)

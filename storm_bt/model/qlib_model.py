@@ -41,6 +41,8 @@ class StormModel(Model):
     :param train_kwargs: fields of :class:`TrainConfig` (``epochs``, ``lr``, ``seed``, ...).
     """
 
+    network: type[torch.nn.Module] = Storm  # what is trained; baselines swap it (see storm_bt.baselines)
+
     def __init__(
         self,
         preset: str = "small",
@@ -63,7 +65,7 @@ class StormModel(Model):
         self.train_config = TrainConfig(**train_kwargs)
         self.run_dir = run_dir
         self.resume = resume
-        self.model: Storm | None = None
+        self.model: torch.nn.Module | None = None
         self.instruments: list[str] | None = None
         self.result: TrainResult | None = None
 
@@ -98,7 +100,7 @@ class StormModel(Model):
             "train": [str(panel.dates[train.ends[0]]), str(panel.dates[train.ends[-1]]), len(train)],
             "valid": [str(panel.dates[valid.ends[0]]), str(panel.dates[valid.ends[-1]]), len(valid)],
         }
-        trainer = Trainer(cfg, self.train_config, self.run_dir, data_signature)
+        trainer = Trainer(cfg, self.train_config, self.run_dir, data_signature, network=self.network)
         self.model, self.result = trainer.fit(train, valid, resume=self.resume)
         self.model.cpu()
         self.instruments = list(panel.instruments)

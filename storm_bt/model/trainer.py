@@ -93,7 +93,7 @@ def _warmup_cosine(total_steps: int, warmup_frac: float):
 
 
 @torch.no_grad()
-def predict_windows(model: Storm, data: WindowDataset, batch_size: int = 64) -> np.ndarray:
+def predict_windows(model: nn.Module, data: WindowDataset, batch_size: int = 64) -> np.ndarray:
     """Scores (len(data), N) of ``model`` in eval mode; NaN for stocks absent on the window's last day."""
     was_training = model.training
     model.eval()
@@ -123,8 +123,13 @@ class Trainer:
         train_cfg: TrainConfig,
         run_dir: str | Path | None = None,
         data_signature: dict[str, Any] | None = None,
+        network: type[nn.Module] = Storm,
     ) -> None:
-        """``data_signature`` describes the data (universe, date ranges); resuming on other data is refused."""
+        """``data_signature`` describes the data (universe, date ranges); resuming on other data is refused.
+
+        ``network`` is built as ``network(model_cfg)`` and must take and return what :class:`Storm` does.
+        """
+        self.network = network
         self.model_cfg = model_cfg
         self.cfg = train_cfg
         self.run_dir = None if run_dir is None else Path(run_dir)
@@ -133,7 +138,7 @@ class Trainer:
 
     # -- public -------------------------------------------------------------------------------------
 
-    def fit(self, train: WindowDataset, valid: WindowDataset, resume: bool = True) -> tuple[Storm, TrainResult]:
+    def fit(self, train: WindowDataset, valid: WindowDataset, resume: bool = True) -> tuple[nn.Module, TrainResult]:
         """Train from scratch, or from ``run_dir/last.pt`` when ``resume`` and it exists."""
         if len(train) == 0:
             raise ValueError("No training windows: the train segment has no dates with labels.")
@@ -141,7 +146,7 @@ class Trainer:
             raise ValueError("No valid windows: checkpoint selection needs a valid segment with labels.")
         acc, cfg = self.accelerator, self.cfg
         set_seed(cfg.seed)
-        model = Storm(self.model_cfg)
+        model = self.network(self.model_cfg)
         optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
         steps_per_epoch = len(train) // acc.num_processes // cfg.batch_size or 1
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -214,13 +219,14 @@ class Trainer:
         train = asdict(self.cfg)
         train.pop("progress")
         return {
+            "network": self.network.__name__,
             "model": asdict(self.model_cfg),
             "train": train,
             "data": self.data_signature,
             "num_processes": self.accelerator.num_processes,
         }
 
-    def _save(self, model: Storm, optimizer, scheduler, state: dict[str, Any], usage: dict[str, list[int]]) -> None:
+    def _save(self, model: nn.Module, optimizer, scheduler, state: dict[str, Any], usage: dict[str, list[int]]) -> None:
         acc = self.accelerator
         if self.run_dir is None or not acc.is_main_process:
             acc.wait_for_everyone()
@@ -247,7 +253,7 @@ class Trainer:
         atomic_write_text(self.run_dir / "history.json", json.dumps(state["history"], indent=1))
         acc.wait_for_everyone()
 
-    def _load_last(self, model: Storm, optimizer, scheduler) -> dict[str, Any]:
+    def _load_last(self, model: nn.Module, optimizer, scheduler) -> dict[str, Any]:
         path = self._last_path()
         payload = load_checkpoint(path)
         if payload.get("format") != CHECKPOINT_FORMAT or "fingerprint" not in payload:
@@ -281,5 +287,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def _quantizers(model: Storm) -> list[tuple[str, VectorQuantizer]]:
-    return [(name, branch.quantizer) for name, branch in (("ts", model.ts), ("cs", model.cs)) if branch is not None]
+def _quantizers(model: nn.Module) -> list[tuple[str, VectorQuantizer]]:
+    """The model's codebooks by branch (none for networks without them)."""
+    branches = (("ts", getattr(model, "ts", None)), ("cs", getattr(model, "cs", None)))
+    return [(name, branch.quantizer) for name, branch in branches if branch is not None]

@@ -1,0 +1,61 @@
+"""FactorVAE (Duan et al., AAAI 2022) as a baseline: a GRU per stock, then the same factor module as STORM.
+
+FactorVAE's encoder (portfolio returns -> posterior factors), decoder (alpha + beta z) and
+predictor (attention of learnable factor queries over the stocks -> prior) are what
+:class:`storm_bt.model.factor.FactorModule` implements; the difference to STORM is the feature
+extractor: a GRU over each stock's own history instead of the dual VQ-VAE. Its objective is the
+return likelihood under the posterior plus KL(posterior || prior); the MSE of the prior mean
+(the score) is added with the same weight as in STORM so both are selected on the same terms.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from storm_bt.model.config import StormConfig
+from storm_bt.model.factor import FactorModule
+from storm_bt.model.losses import cs_standardize, gaussian_kl, gaussian_nll, masked_mse
+from storm_bt.model.qlib_model import StormModel
+from storm_bt.model.storm import StormEmbeddings, StormOutput
+
+__all__ = ["FactorVAE", "FactorVAEModel"]
+
+
+class FactorVAE(nn.Module):
+    """Windows (B, T, N, F) with their mask in, per-stock scores and the FactorVAE loss out."""
+
+    def __init__(self, cfg: StormConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        hidden = cfg.factor_hidden
+        self.proj = nn.Sequential(nn.Linear(cfg.n_features, hidden), nn.LeakyReLU())
+        self.gru = nn.GRU(hidden, hidden, batch_first=True)
+        self.factor = FactorModule(cfg, hidden, summary_dim=hidden)
+
+    def forward(self, x: Tensor, mask: Tensor, y: Tensor | None = None) -> StormOutput:
+        b, t, n, f = x.shape
+        x = torch.nan_to_num(x) * mask.unsqueeze(-1)
+        series = x.permute(0, 2, 1, 3).reshape(b * n, t, f)  # one sequence per (sample, stock)
+        _, last = self.gru(self.proj(series))
+        h = last[-1].view(b, n, -1)  # (B, N, H)
+        stock_mask = mask[:, -1]
+        target = None
+        if y is not None:
+            stock_mask = stock_mask & torch.isfinite(y)
+            target = cs_standardize(torch.nan_to_num(y), stock_mask)
+        out = self.factor(h, stock_mask, h.new_zeros(b, 0, h.shape[-1]), target)
+        terms: dict[str, Tensor] = {}
+        if target is not None:
+            terms["kl"] = gaussian_kl(*out.z_post, *out.z_prior)
+            terms["return"] = gaussian_nll(target, out.mu_post, out.sigma_post, stock_mask)
+            terms["pred"] = masked_mse(out.mu_prior, target, stock_mask)
+        cfg = self.cfg
+        loss = sum(getattr(cfg, f"w_{name}") * value for name, value in terms.items())
+        return StormOutput(out.mu_prior, loss, terms, StormEmbeddings(h, None, None, None, None))
+
+
+class FactorVAEModel(StormModel):
+    """FactorVAE behind Qlib's ``Model`` interface, sized by a STORM preset's factor settings."""
+
+    network = FactorVAE
