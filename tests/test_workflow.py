@@ -175,10 +175,14 @@ def test_every_workflow_records_signal_ic_portfolio_and_paper_metrics(path):
     assert {"topk", "n_drop", "rebalance"} <= set(strategy["kwargs"])
 
 
-def test_dj30_workflows_share_one_protocol():
-    protocol = load_workflow(ROOT / "experiments" / "protocol_dj30.yaml")
+@pytest.mark.parametrize("universe", ["dj30", "sp500"])
+def test_workflows_of_a_universe_share_one_protocol(universe):
+    protocol = load_workflow(ROOT / "experiments" / f"protocol_{universe}.yaml")
     assert "model" not in protocol["task"]
-    for path in (ROOT / "experiments").glob("workflow_*_dj30*.yaml"):
+    assert protocol["task"]["dataset"]["kwargs"]["handler"]["kwargs"]["instruments"] == universe
+    workflows = list((ROOT / "experiments").glob(f"workflow_*_{universe}*.yaml"))
+    assert len(workflows) >= 2
+    for path in workflows:
         config = load_workflow(path)
         assert config["task"]["record"] == protocol["task"]["record"], path.name
         assert config["task"]["dataset"]["kwargs"]["handler"] == protocol["task"]["dataset"]["kwargs"]["handler"]
