@@ -15,6 +15,7 @@ setup(
         "pyqlib>=0.9.7,<0.10",
         # CPU build available locally; an open range would pull the newest multi-GB CUDA build.
         "torch==2.13.0",
+        "accelerate>=1.0",
         "pandas>=2.2",
         "numpy>=2.0",
         "backtrader==1.9.78.123",

@@ -122,7 +122,7 @@ class Interrupted(Exception):
 def test_interrupted_run_resumes_to_the_same_weights(planted, tmp_path, monkeypatch):
     train, valid = planted
     config = TrainConfig(epochs=4, batch_size=16, lr=2e-3, progress=False)
-    straight, _ = Trainer(CFG, config, tmp_path / "straight").fit(train, valid)
+    straight, straight_result = Trainer(CFG, config, tmp_path / "straight").fit(train, valid)
 
     original = Trainer._train_epoch
 
@@ -138,6 +138,7 @@ def test_interrupted_run_resumes_to_the_same_weights(planted, tmp_path, monkeypa
     assert json.loads((tmp_path / "resumed" / "history.json").read_text())[-1]["epoch"] == 2
     resumed, result = Trainer(CFG, config, tmp_path / "resumed").fit(train, valid)
     assert result.epochs_run == 4 and len(result.history) == 4
+    assert result.code_usage == straight_result.code_usage and result.history == straight_result.history
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
@@ -146,9 +147,9 @@ def test_checkpoint_files_and_code_usage(planted, tmp_path):
     _, valid = planted
     panel = valid.panel
     train = WindowDataset.labelled(panel, WINDOW, panel.dates[WINDOW], panel.dates[SPLIT - 1])  # no padded days
-    Trainer(CFG, FAST, tmp_path).fit(train, valid)
+    _, result = Trainer(CFG, FAST, tmp_path).fit(train, valid)
     usage = json.loads((tmp_path / "code_usage.json").read_text())
-    assert sorted(usage) == ["1", "2", "3"]
+    assert sorted(usage) == ["1", "2", "3"] and usage == result.code_usage
     for epoch in usage.values():
         assert set(epoch) == {"ts", "cs"} and all(len(v) == CFG.codebook_size for v in epoch.values())
         # every TS token of every training window is counted once per epoch

@@ -18,6 +18,7 @@ import torch
 from qlib.data.dataset import DatasetH
 from qlib.data.dataset.handler import DataHandlerLP
 from qlib.model.base import Model
+from qlib.workflow import R
 
 from storm_bt.model.config import StormConfig
 from storm_bt.model.storm import Storm
@@ -106,7 +107,22 @@ class StormModel(Model):
         self.instruments = list(panel.instruments)
         if evals_result is not None:
             evals_result["valid"] = [h["valid_RankIC"] for h in self.result.history]
+        self._log_to_recorder()
         return self
+
+    def _log_to_recorder(self) -> None:
+        """Under ``qrun``: per-epoch losses and valid RankIC as metrics, history and code usage as artifacts."""
+        experiment = R.exp_manager.active_experiment
+        recorder = None if experiment is None else experiment.active_recorder
+        if recorder is None or self.result is None:
+            return
+        for record in self.result.history:
+            metrics = {f"train.{k}": float(v) for k, v in record.items() if k != "epoch" and np.isfinite(v)}
+            recorder.log_metrics(step=record["epoch"], **metrics)
+        recorder.log_params(storm_best_epoch=self.result.best_epoch, storm_preset=self.preset)
+        recorder.save_objects(
+            artifact_path="storm", training_history=self.result.history, code_usage=self.result.code_usage
+        )
 
     def predict(self, dataset: DatasetH, segment: str | slice = "test") -> pd.Series:
         if self.model is None or self.instruments is None:

@@ -65,7 +65,8 @@ class TrainResult:
     best_epoch: int
     best_valid_rank_ic: float
     epochs_run: int
-    history: list[dict[str, Any]]
+    history: list[dict[str, Any]]  # per epoch: mean losses and valid RankIC/RankICIR
+    code_usage: dict[str, dict[str, list[int]]]  # epoch -> branch -> count per code (the paper's Fig. 3a)
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -152,7 +153,7 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, _warmup_cosine(steps_per_epoch * cfg.epochs, cfg.warmup_frac)
         )
-        state = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "stale": 0, "history": [], "best": None}
+        state = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "stale": 0, "history": [], "usage": {}, "best": None}
         if resume and self._last_path() is not None and self._last_path().exists():
             state = self._load_last(model, optimizer, scheduler)
             acc.print(f"resuming from {self._last_path()} after epoch {state['epoch']}")
@@ -160,7 +161,7 @@ class Trainer:
         while state["epoch"] < cfg.epochs and state["stale"] < cfg.patience:
             epoch = state["epoch"] + 1
             losses = self._train_epoch(ddp_model, optimizer, scheduler, train, epoch, steps_per_epoch)
-            usage = {name: m.reset_usage().tolist() for name, m in _quantizers(model)}
+            state["usage"][str(epoch)] = {name: m.reset_usage().tolist() for name, m in _quantizers(model)}
             score = rank_ic_of(predict_windows(model, valid, cfg.eval_batch_size), valid)
             record = {"epoch": epoch, **losses, **{f"valid_{k}": v for k, v in score.items()}}
             state["history"].append(record)
@@ -175,10 +176,12 @@ class Trainer:
                 f"epoch {epoch}: loss {losses['loss']:.4f}  valid RankIC {score['RankIC']:.4f}"
                 f"  (best {state['best_score']:.4f} @ {state['best_epoch']})"
             )
-            self._save(model, optimizer, scheduler, state, usage)
+            self._save(model, optimizer, scheduler, state)
         model.load_state_dict(state["best"])
         model.eval()
-        result = TrainResult(state["best_epoch"], state["best_score"], state["epoch"], state["history"])
+        result = TrainResult(
+            state["best_epoch"], state["best_score"], state["epoch"], state["history"], state["usage"]
+        )
         return model, result
 
     # -- epoch --------------------------------------------------------------------------------------
@@ -226,7 +229,7 @@ class Trainer:
             "num_processes": self.accelerator.num_processes,
         }
 
-    def _save(self, model: nn.Module, optimizer, scheduler, state: dict[str, Any], usage: dict[str, list[int]]) -> None:
+    def _save(self, model: nn.Module, optimizer, scheduler, state: dict[str, Any]) -> None:
         acc = self.accelerator
         if self.run_dir is None or not acc.is_main_process:
             acc.wait_for_everyone()
@@ -241,15 +244,13 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             **{k: state[k] for k in ("epoch", "best_score", "best_epoch", "stale", "best")},
             "history": json.dumps(state["history"]),
+            "usage": json.dumps(state["usage"]),
         }
         with atomic_path(self.run_dir / "last.pt") as tmp:
             torch.save(payload, tmp)
         with atomic_path(self.run_dir / "best.pt") as tmp:
             torch.save({"config": asdict(self.model_cfg), "model": state["best"], "epoch": state["best_epoch"]}, tmp)
-        usage_path = self.run_dir / "code_usage.json"
-        history = json.loads(usage_path.read_text()) if usage_path.exists() and state["epoch"] > 1 else {}
-        history[str(state["epoch"])] = usage
-        atomic_write_text(usage_path, json.dumps(history))
+        atomic_write_text(self.run_dir / "code_usage.json", json.dumps(state["usage"]))
         atomic_write_text(self.run_dir / "history.json", json.dumps(state["history"], indent=1))
         acc.wait_for_everyone()
 
@@ -269,6 +270,7 @@ class Trainer:
         torch.set_rng_state(payload["torch_rng"])
         state = {k: payload[k] for k in ("epoch", "best_score", "best_epoch", "stale", "best")}
         state["history"] = json.loads(payload["history"])
+        state["usage"] = json.loads(payload["usage"])
         return state
 
 
