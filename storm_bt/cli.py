@@ -148,9 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stocks", type=int, default=30)
     p.add_argument("--days", type=int, default=750)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--workflow", help="workflow YAML to retarget (default: experiments/workflow_lgbm_alpha158_dj30.yaml)"
-    )
+    p.add_argument("--workflow", help="workflow YAML to retarget (default: experiments/workflow_storm_small_dj30.yaml)")
     p.set_defaults(func=_quickstart)
     return parser
 

@@ -8,6 +8,7 @@ transform; labels come from the learning view (``DK_L``). Predicting a segment r
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import fields
 from typing import Any
@@ -100,6 +101,7 @@ class StormModel(Model):
             "instruments": list(panel.instruments),
             "train": [str(panel.dates[train.ends[0]]), str(panel.dates[train.ends[-1]]), len(train)],
             "valid": [str(panel.dates[valid.ends[0]]), str(panel.dates[valid.ends[-1]]), len(valid)],
+            "content": _digest(panel),
         }
         trainer = Trainer(cfg, self.train_config, self.run_dir, data_signature, network=self.network)
         self.model, self.result = trainer.fit(train, valid, resume=self.resume)
@@ -146,6 +148,14 @@ class StormModel(Model):
         )
         pred = pd.Series(scores.ravel().astype(np.float64), index=index, name="score")
         return pred.dropna()
+
+
+def _digest(panel: Panel) -> str:
+    """A hash of the panel's values: a checkpoint is resumed only on the very data it was trained on."""
+    digest = hashlib.blake2b(digest_size=16)
+    for array in (panel.features, panel.present, panel.labels):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 def _segment_range(dataset: DatasetH, segment: str | slice) -> tuple[pd.Timestamp, pd.Timestamp]:

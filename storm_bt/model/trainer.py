@@ -153,7 +153,8 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, _warmup_cosine(steps_per_epoch * cfg.epochs, cfg.warmup_frac)
         )
-        state = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "stale": 0, "history": [], "usage": {}, "best": None}
+        state = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "stale": 0, "best": None}
+        state.update(history=[], usage={})
         if resume and self._last_path() is not None and self._last_path().exists():
             state = self._load_last(model, optimizer, scheduler)
             acc.print(f"resuming from {self._last_path()} after epoch {state['epoch']}")
@@ -179,9 +180,7 @@ class Trainer:
             self._save(model, optimizer, scheduler, state)
         model.load_state_dict(state["best"])
         model.eval()
-        result = TrainResult(
-            state["best_epoch"], state["best_score"], state["epoch"], state["history"], state["usage"]
-        )
+        result = TrainResult(state["best_epoch"], state["best_score"], state["epoch"], state["history"], state["usage"])
         return model, result
 
     # -- epoch --------------------------------------------------------------------------------------
