@@ -93,6 +93,13 @@ def _quickstart(args: argparse.Namespace) -> None:
     log.info("Quickstart done in %s\n%s", cfg.run_dir, shown.to_string(float_format="{:.4f}".format))
 
 
+def _factors_export(args: argparse.Namespace) -> None:
+    from storm_bt.factor_export import export_run_factors
+
+    path = export_run_factors(args.run, args.out, run_id=args.run_id, start=args.start, end=args.end)
+    log.info("Factor store written to %s", path)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``storm-bt`` argument parser (exposed for the documentation and the tests)."""
     parser = argparse.ArgumentParser(
@@ -150,6 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workflow", help="workflow YAML to retarget (default: experiments/workflow_storm_small_dj30.yaml)")
     p.set_defaults(func=_quickstart)
+
+    factors = sub.add_parser("factors", help="STORM factor embeddings per (date, stock)").add_subparsers(
+        dest="action", required=True
+    )
+    p = factors.add_parser("export", help="a trained STORM run's embeddings into an HDF5 factor store")
+    p.add_argument("--run", required=True, help="folder qrun ran in (holds mlruns.db), e.g. a quickstart run folder")
+    p.add_argument("--out", required=True, help="HDF5 file to write (replaced atomically)")
+    p.add_argument("--run-id", help="mlflow run id (default: the latest finished run)")
+    p.add_argument("--start", help="first date (default: the workflow's data start)")
+    p.add_argument("--end", help="last date (default: the workflow's data end)")
+    p.set_defaults(func=_factors_export)
     return parser
 
 
@@ -160,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", handlers=[handler])
     try:
         args.func(args)
-    except (DataValidationError, DownloadError, FileNotFoundError, ValueError) as e:
+    except (DataValidationError, DownloadError, FileNotFoundError, LookupError, ValueError) as e:
         log.error("%s", e)
         return 2
     return 0

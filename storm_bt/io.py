@@ -26,6 +26,9 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp's 0600 would make every artifact private
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from qlib.utils import init_instance_by_config
 
 from handlers import label_horizon
 from storm_bt.data.calendar import nyse_sessions
+from storm_bt.factors import FactorStore
 from storm_bt.metrics import rank_ic_summary
 from storm_bt.model.config import ABLATIONS
 from storm_bt.splits import Segments
@@ -211,3 +213,29 @@ def test_missing_base_config_is_named(tmp_path):
     path.write_text("BASE_CONFIG_PATH: nowhere.yaml\n")
     with pytest.raises(FileNotFoundError, match=r"nowhere\.yaml"):
         load_workflow(path)
+
+
+def test_factor_export_from_the_quickstart_run(quickstart_run, tmp_path):
+    out = tmp_path / "factors.h5"
+    cmd = [sys.executable, "-m", "storm_bt.cli", "factors", "export", "--run", str(quickstart_run), "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with FactorStore(out) as store:
+        config = load_workflow(quickstart_run / "workflow.yaml")
+        handler = config["task"]["dataset"]["kwargs"]["handler"]["kwargs"]
+        assert store.dates[0] == pd.Timestamp(handler["start_time"]) and store.dates[-1] == pd.Timestamp(
+            handler["end_time"]
+        )
+        assert len(store.instruments) == 30 and store.attrs["preset"] == "small"
+        assert json.loads(store.attrs["segments"]) == config["task"]["dataset"]["kwargs"]["segments"]
+        assert np.isfinite(store.read("pooled")).all()
+
+
+def test_factor_export_names_a_folder_without_runs(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "storm_bt.cli", "factors", "export", "--run", str(tmp_path), "--out", "x.h5"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2 and "mlruns.db" in done.stderr

@@ -127,6 +127,19 @@ class StormModel(Model):
         )
 
     def predict(self, dataset: DatasetH, segment: str | slice = "test") -> pd.Series:
+        data = self.windows(dataset, segment)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        scores = predict_windows(self.model.to(device), data)
+        self.model.cpu()
+        panel = data.panel
+        index = pd.MultiIndex.from_product(
+            [panel.dates[data.ends], panel.instruments], names=["datetime", "instrument"]
+        )
+        pred = pd.Series(scores.ravel().astype(np.float64), index=index, name="score")
+        return pred.dropna()
+
+    def windows(self, dataset: DatasetH, segment: str | slice) -> WindowDataset:
+        """The windows ending on each date of ``segment``, over the training universe, with their history."""
         if self.model is None or self.instruments is None:
             raise ValueError("StormModel is not fitted: call fit(dataset) first.")
         start, end = _segment_range(dataset, segment)
@@ -139,15 +152,7 @@ class StormModel(Model):
                 "StormModel: %d instrument(s) not in the training universe get no score: %s", len(unknown), unknown[:10]
             )
         panel = Panel.from_frame(features, instruments=self.instruments)
-        data = WindowDataset(panel, self.model.cfg.window, panel.positions(start, end))
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        scores = predict_windows(self.model.to(device), data)
-        self.model.cpu()
-        index = pd.MultiIndex.from_product(
-            [panel.dates[data.ends], panel.instruments], names=["datetime", "instrument"]
-        )
-        pred = pd.Series(scores.ravel().astype(np.float64), index=index, name="score")
-        return pred.dropna()
+        return WindowDataset(panel, self.model.cfg.window, panel.positions(start, end))
 
 
 def _digest(panel: Panel) -> str:

@@ -1,0 +1,52 @@
+"""What a ``qrun`` run left behind: its workflow config and trained model, read back from mlflow.
+
+A run folder is where ``qrun`` ran (the quickstart's run folder, for example): it holds
+``mlruns.db`` and the artifacts. Qlib saves the workflow as ``config`` and the fitted model as
+``params.pkl``; both are read with mlflow's client, so the run stays untouched.
+"""
+
+from __future__ import annotations
+
+import pickle
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+__all__ = ["QrunRun", "load_run"]
+
+
+@dataclass
+class QrunRun:
+    run_id: str
+    config: dict[str, Any]  # the workflow as qrun ran it (BASE_CONFIG_PATH already merged)
+    model: Any  # the fitted qlib Model
+
+
+def load_run(run_dir: str | Path, run_id: str | None = None, experiment: str = "workflow") -> QrunRun:
+    """The run ``run_id`` of ``experiment`` in ``run_dir/mlruns.db``, or its latest finished run."""
+    db = Path(run_dir) / "mlruns.db"
+    if not db.exists():
+        raise FileNotFoundError(f"{db} not found: pass the folder qrun ran in (it holds mlruns.db).")
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{db.resolve()}")
+    if run_id is None:
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            raise LookupError(f"{db}: no experiment {experiment!r}.")
+        finished = "attributes.status = 'FINISHED'"
+        runs = client.search_runs([exp.experiment_id], finished, order_by=["attributes.start_time DESC"], max_results=1)
+        if not runs:
+            raise LookupError(f"{db}: experiment {experiment!r} has no finished run.")
+        run_id = runs[0].info.run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        objects = {}
+        for name in ("config", "params.pkl"):
+            try:
+                path = client.download_artifacts(run_id, name, tmp)
+            except mlflow.exceptions.MlflowException as exc:
+                raise LookupError(f"{db}: run {run_id} has no artifact {name!r} (was it a qrun run?).") from exc
+            with open(path, "rb") as fh:
+                objects[name] = pickle.load(fh)
+    return QrunRun(run_id, objects["config"], objects["params.pkl"])

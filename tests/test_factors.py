@@ -1,0 +1,97 @@
+"""Factor store: round trip, lazy date-range reads, atomic writes, no look-ahead, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from storm_bt.factors import FactorStore, FactorStoreError, write_factor_store
+from storm_bt.model.storm import Storm
+from storm_bt.model.windows import Panel, WindowDataset
+from tests.test_trainer import CFG, WINDOW, planted_frame
+
+
+@pytest.fixture(scope="module")
+def model() -> Storm:
+    torch.manual_seed(0)
+    return Storm(CFG).eval()
+
+
+@pytest.fixture(scope="module")
+def panel() -> Panel:
+    features, labels = planted_frame()
+    absent = (features.index.get_level_values("datetime")[40 * 10], "S02")  # S02 missing on day 40
+    return Panel.from_frame(features.drop(index=absent), labels)
+
+
+def _all_windows(panel: Panel) -> WindowDataset:
+    return WindowDataset(panel, WINDOW, np.arange(len(panel.dates)))
+
+
+def test_round_trip_matches_the_model_and_reads_by_date(model, panel, tmp_path):
+    path = write_factor_store(model, _all_windows(panel), tmp_path / "f.h5", {"seed": 3, "cfg": {"a": 1}}, 16, 32)
+    with FactorStore(path) as store:
+        assert list(store.dates) == list(panel.dates) and store.instruments == list(panel.instruments)
+        assert store.attrs["seed"] == 3 and json.loads(store.attrs["cfg"]) == {"a": 1}
+        day = 57
+        x, mask, _, _ = _all_windows(panel)[day]
+        with torch.no_grad():
+            emb = model(x[None], mask[None]).embeddings
+        got = {k: store.read(k, panel.dates[day], panel.dates[day])[0] for k in store.names()}
+        np.testing.assert_allclose(got["pooled"], emb.stock[0].numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got["ts_tokens"], emb.ts_tokens[0].numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(got["cs_codes"], emb.cs_codes[0].numpy())
+        assert store.read("pooled", panel.dates[10], panel.dates[19]).shape[0] == 10
+        assert store.read("pooled", "1990-01-01", "1990-12-31").shape[0] == 0
+        pooled = store.pooled("S02")
+        assert pooled.iloc[40].isna().all() and pooled.drop(index=panel.dates[40]).notna().all().all()
+        with pytest.raises(FactorStoreError, match="unknown instrument 'ZZZ'"):
+            store.pooled("ZZZ")
+        with pytest.raises(FactorStoreError, match="no embedding 'weights'"):
+            store.read("weights")
+
+
+def test_interrupted_export_leaves_the_previous_store_intact(model, panel, tmp_path, monkeypatch):
+    path = write_factor_store(model, _all_windows(panel), tmp_path / "f.h5", {}, 16)
+    before = path.read_bytes()
+    calls = {"n": 0}
+    forward = Storm.forward
+
+    def fail_on_third_batch(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(Storm, "forward", fail_on_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        write_factor_store(model, _all_windows(panel), path, {"new": 1}, 16)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["f.h5"]  # no temporary file left behind
+
+
+def test_rows_up_to_t_do_not_change_when_later_data_changes(model, panel, tmp_path):
+    t = 120
+    shaken = Panel(
+        panel.dates,
+        panel.instruments,
+        np.where(np.arange(len(panel.dates))[:, None, None] > t, -panel.features * 3, panel.features),
+        panel.present,
+        panel.labels,
+    )
+    a = write_factor_store(model, _all_windows(panel), tmp_path / "a.h5", {}, 16)
+    b = write_factor_store(model, _all_windows(shaken), tmp_path / "b.h5", {}, 16)
+    with FactorStore(a) as sa, FactorStore(b) as sb:
+        for name in sa.names():
+            np.testing.assert_array_equal(sa.read(name, None, panel.dates[t]), sb.read(name, None, panel.dates[t]))
+        assert not np.array_equal(sa.read("pooled", panel.dates[t + 1]), sb.read("pooled", panel.dates[t + 1]))
+
+
+def test_unreadable_store_is_named(tmp_path):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not hdf5")
+    with pytest.raises(FactorStoreError, match=r"bad\.h5"):
+        FactorStore(bad)
