@@ -34,8 +34,8 @@ setup(
         "rich>=13.0",
     ],
     extras_require={
-        "test": ["pytest>=8.0", "responses>=0.25"],
-        "dev": ["pytest>=8.0", "responses>=0.25", "ruff>=0.6", "tox>=4.0"],
+        "test": ["pytest>=8.0", "responses>=0.25", "hypothesis>=6.100"],
+        "dev": ["pytest>=8.0", "responses>=0.25", "hypothesis>=6.100", "ruff>=0.6", "tox>=4.0"],
     },
     entry_points={"console_scripts": ["storm-bt=storm_bt.cli:main"]},
 )

@@ -1,0 +1,11 @@
+"""Trading environment: a numba step kernel with gymnasium (and, batched, stable-baselines3) shells."""
+
+import gymnasium
+
+from storm_bt.env.trading_env import EnvConfig, TradingEnv
+
+__all__ = ["ENV_ID", "EnvConfig", "TradingEnv"]
+
+ENV_ID = "storm_bt/Trading-v0"
+if ENV_ID not in gymnasium.registry:
+    gymnasium.register(id=ENV_ID, entry_point="storm_bt.env.trading_env:TradingEnv")

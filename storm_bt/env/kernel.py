@@ -1,0 +1,105 @@
+"""The market rules of the trading environment, in one numba-compiled step.
+
+Every shell (the gymnasium ``Env``, the batched ``VecEnv``, the backtrader parity test) calls
+:func:`execute` so the rules exist once:
+
+* the agent decides after the close of bar t; the order fills at the open of bar t+1
+  (``FILL_NEXT_OPEN``, the default) or at the close of bar t (``FILL_CLOSE``, the paper's
+  convention, not tradable in practice);
+* buys pay ``price * (1 + slippage)``, sells receive ``price * (1 - slippage)``; commission is
+  ``commission * |shares| * execution price``, charged once per trade;
+* shares are integers and cash never goes negative: a buy is cut to what cash affords;
+* the reward of the step is ``log(V_{t+1} / V_t)``, values marked at the closes, costs included:
+  the consequence of the decision taken at t, not of the one before.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = ["ACTION_BUY_ALL", "ACTION_HOLD", "ACTION_SELL_ALL", "FILL_CLOSE", "FILL_NEXT_OPEN", "execute", "step_batch"]
+
+FILL_NEXT_OPEN = 0
+FILL_CLOSE = 1
+ACTION_SELL_ALL, ACTION_HOLD, ACTION_BUY_ALL = 0, 1, 2
+
+
+@njit(cache=True)
+def target_shares(discrete: bool, action: float, shares: int, value: float, price: float) -> int:
+    """Shares wanted after the action: discrete {sell all, hold, buy all (as many as cash allows)}
+    or a continuous target position in [-1, 1] of the portfolio value."""
+    if discrete:
+        a = int(action)
+        if a == ACTION_SELL_ALL:
+            return 0
+        if a == ACTION_HOLD:
+            return shares
+        return np.iinfo(np.int64).max  # buy all: execute() cuts it to what cash affords
+    return math.trunc(action * value / price)
+
+
+@njit(cache=True)
+def execute(
+    t: int,
+    cash: float,
+    shares: int,
+    action: float,
+    discrete: bool,
+    opens: np.ndarray,
+    closes: np.ndarray,
+    fill: int,
+    commission: float,
+    slippage: float,
+) -> tuple[float, int, float, int, float, float]:
+    """Decide at the close of ``t``, fill, mark at the close of ``t + 1``.
+
+    Returns ``(cash, shares, execution price, traded shares (signed), cost, value at t + 1)``.
+    """
+    price = opens[t + 1] if fill == FILL_NEXT_OPEN else closes[t]
+    value_now = cash + shares * closes[t]
+    want = target_shares(discrete, action, shares, value_now, price)
+    delta = 0
+    exec_price = price
+    if want > shares:
+        exec_price = price * (1.0 + slippage)
+        affordable = math.floor(cash / (exec_price * (1.0 + commission)))
+        delta = min(want - shares, affordable) if want - shares > 0 else 0
+    elif want < shares:
+        exec_price = price * (1.0 - slippage)
+        delta = want - shares
+    cost = commission * abs(delta) * exec_price
+    cash = cash - delta * exec_price - cost
+    shares = shares + delta
+    value_next = cash + shares * closes[t + 1]
+    return cash, shares, exec_price, delta, cost, value_next
+
+
+@njit(parallel=True, cache=True)
+def step_batch(
+    t: np.ndarray,
+    cash: np.ndarray,
+    shares: np.ndarray,
+    actions: np.ndarray,
+    discrete: bool,
+    asset: np.ndarray,
+    opens: np.ndarray,
+    closes: np.ndarray,
+    fill: int,
+    commission: float,
+    slippage: float,
+    rewards: np.ndarray,
+) -> None:
+    """Step every environment ``i`` of a batch in place; ``asset[i]`` picks its row of ``opens``/``closes``."""
+    for i in prange(len(t)):
+        a = asset[i]
+        before = cash[i] + shares[i] * closes[a, t[i]]
+        c, s, _, _, _, after = execute(
+            t[i], cash[i], shares[i], actions[i], discrete, opens[a], closes[a], fill, commission, slippage
+        )
+        cash[i] = c
+        shares[i] = s
+        rewards[i] = math.log(after / before)
+        t[i] += 1

@@ -1,0 +1,169 @@
+"""A single-stock trading environment (gymnasium) over any per-date feature array.
+
+The observation at bar t is that bar's feature vector (STORM's pooled factor embedding by
+default, or anything else per date) and three account features: the position's share of the
+portfolio value, the cash share, and the log of value over the starting cash. Market rules live
+in :mod:`storm_bt.env.kernel`; this class only keeps the account and the clock.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+
+from storm_bt.env.kernel import FILL_CLOSE, FILL_NEXT_OPEN, execute
+
+__all__ = ["EnvConfig", "TradingEnv"]
+
+FILLS = {"next_open": FILL_NEXT_OPEN, "close": FILL_CLOSE}
+ACCOUNT_FEATURES = 3
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Trading rules and episode shape; the backtrader bridge maps the same fields onto its broker."""
+
+    initial_cash: float = 1_000_000.0
+    commission_bps: float = 10.0  # per side, on the traded notional
+    slippage_bps: float = 5.0  # buys pay this much above the fill price, sells receive this much below
+    fill: str = "next_open"  # "next_open" (tradable) or "close" (the paper's same-bar fill)
+    action: str = "discrete"  # {sell all, hold, buy all}, or "continuous": target position in [-1, 1]
+    episode_length: int | None = None  # bars per episode with random starts; None = the whole range
+
+    def __post_init__(self) -> None:
+        if self.fill not in FILLS:
+            raise ValueError(f"fill must be one of {sorted(FILLS)}, got {self.fill!r}.")
+        if self.action not in ("discrete", "continuous"):
+            raise ValueError(f"action must be 'discrete' or 'continuous', got {self.action!r}.")
+        if self.initial_cash <= 0 or self.commission_bps < 0 or self.slippage_bps < 0:
+            raise ValueError("initial_cash must be positive; commission_bps and slippage_bps non-negative.")
+        if self.episode_length is not None and self.episode_length < 1:
+            raise ValueError(f"episode_length must be positive or None, got {self.episode_length}.")
+
+
+class TradingEnv(gym.Env):
+    """Trade one stock: features (T, E), open and close prices (T,), one bar per step."""
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+
+    def __init__(
+        self,
+        features: np.ndarray,
+        opens: np.ndarray,
+        closes: np.ndarray,
+        dates: pd.DatetimeIndex | None = None,
+        config: EnvConfig | None = None,
+    ) -> None:
+        self.config = config or EnvConfig()
+        self.features = np.asarray(features, dtype=np.float32)
+        self.opens = np.ascontiguousarray(opens, dtype=np.float64)
+        self.closes = np.ascontiguousarray(closes, dtype=np.float64)
+        self.dates = pd.RangeIndex(len(self.closes)) if dates is None else pd.DatetimeIndex(dates)
+        self._check_inputs()
+        n_bars = len(self.closes)
+        if self.config.episode_length is not None and self.config.episode_length > n_bars - 1:
+            raise ValueError(f"episode_length {self.config.episode_length} needs more than the {n_bars} bars given.")
+        dim = self.features.shape[1] + ACCOUNT_FEATURES
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(dim,), dtype=np.float32)
+        if self.config.action == "discrete":
+            self.action_space = gym.spaces.Discrete(3)
+        else:
+            self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        self._fill = FILLS[self.config.fill]
+        self._commission = self.config.commission_bps / 1e4
+        self._slippage = self.config.slippage_bps / 1e4
+
+    def _check_inputs(self) -> None:
+        n = len(self.closes)
+        if self.features.ndim != 2 or len(self.features) != n or len(self.opens) != n or len(self.dates) != n:
+            raise ValueError(
+                f"Expected features (T, E) and opens, closes, dates of length T; got features "
+                f"{self.features.shape}, opens {self.opens.shape}, closes {self.closes.shape}, {len(self.dates)} dates."
+            )
+        if n < 2:
+            raise ValueError(f"Need at least 2 bars to trade, got {n}.")
+        for name, values in (("open", self.opens), ("close", self.closes)):
+            bad = ~np.isfinite(values) | (values <= 0)
+            if bad.any():
+                raise ValueError(f"{name} price is missing or not positive on {self.dates[np.argmax(bad)]}.")
+        bad_rows = ~np.isfinite(self.features).all(axis=1)
+        if bad_rows.any():
+            raise ValueError(
+                f"features contain NaN/inf on {int(bad_rows.sum())} bar(s), first {self.dates[np.argmax(bad_rows)]}:"
+                " pick a date range where the stock trades, or fill the features first."
+            )
+
+    # -- gymnasium API ------------------------------------------------------------------------------
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        last = len(self.closes) - 1
+        length = self.config.episode_length
+        if length is None:
+            self._t, self._end = 0, last
+        else:
+            self._t = int(self.np_random.integers(0, last - length + 1))
+            self._end = self._t + length
+        self.cash, self.shares = float(self.config.initial_cash), 0
+        self.value = self.cash
+        return self._observation(), self._info(traded=0, cost=0.0, price=float("nan"))
+
+    def step(self, action):
+        if not self.action_space.contains(self._as_action(action)):
+            raise ValueError(f"Action {action!r} is not in the action space {self.action_space}.")
+        if self._t >= self._end:
+            raise RuntimeError("The episode is over: call reset() before step().")
+        discrete = self.config.action == "discrete"
+        act = float(action) if discrete else float(np.asarray(action).reshape(-1)[0])
+        before = self.value
+        self.cash, self.shares, price, traded, cost, self.value = execute(
+            self._t,
+            self.cash,
+            self.shares,
+            act,
+            discrete,
+            self.opens,
+            self.closes,
+            self._fill,
+            self._commission,
+            self._slippage,
+        )
+        self._t += 1
+        bankrupt = self.value <= 0
+        reward = math.log(self.value / before) if not bankrupt else -10.0
+        terminated = bankrupt or self._t >= len(self.closes) - 1
+        truncated = not terminated and self._t >= self._end
+        return self._observation(), reward, terminated, truncated, self._info(traded, cost, price)
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def _as_action(self, action):
+        if self.config.action == "discrete":
+            return int(action) if np.ndim(action) == 0 and float(action) == int(action) else action
+        return np.asarray(action, dtype=np.float32).reshape(self.action_space.shape)
+
+    def _observation(self) -> np.ndarray:
+        t, value = self._t, self.value
+        account = np.array(
+            [self.shares * self.closes[t] / value, self.cash / value, math.log(value / self.config.initial_cash)]
+            if value > 0
+            else [0.0, 0.0, -10.0],
+            dtype=np.float32,
+        )
+        return np.concatenate([self.features[t], account])
+
+    def _info(self, traded: int, cost: float, price: float) -> dict[str, Any]:
+        return {
+            "date": self.dates[self._t],
+            "value": self.value,
+            "cash": self.cash,
+            "shares": self.shares,
+            "traded": traded,
+            "cost": cost,
+            "price": price,
+        }

@@ -1,0 +1,144 @@
+"""Trading environment: kernel properties, gymnasium/SB3 compliance, determinism, no look-ahead."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from stable_baselines3.common.env_checker import check_env
+
+from storm_bt.env import ENV_ID, EnvConfig, TradingEnv
+from storm_bt.env.kernel import FILL_CLOSE, FILL_NEXT_OPEN, execute
+
+
+def market(n: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DatetimeIndex]:
+    rng = np.random.default_rng(seed)
+    closes = 50 * np.exp(np.cumsum(rng.normal(0, 0.02, n)))
+    opens = closes * np.exp(rng.normal(0, 0.005, n))
+    features = rng.standard_normal((n, 4)).astype(np.float32)
+    return features, opens, closes, pd.bdate_range("2021-01-04", periods=n)
+
+
+prices = st.floats(1.0, 500.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    cash=st.floats(0.0, 1e6),
+    shares=st.integers(-2000, 5000),
+    action=st.one_of(st.sampled_from([0.0, 1.0, 2.0]), st.floats(-1.0, 1.0)),
+    p_open=prices,
+    p_close0=prices,
+    p_close1=prices,
+    commission=st.floats(0.0, 0.01),
+    slippage=st.floats(0.0, 0.01),
+    fill=st.sampled_from([FILL_NEXT_OPEN, FILL_CLOSE]),
+)
+def test_kernel_accounting(cash, shares, action, p_open, p_close0, p_close1, commission, slippage, fill):
+    discrete = action in (0.0, 1.0, 2.0) and action == int(action)
+    if shares < 0 and discrete:
+        shares = -shares  # discrete trading is long-only
+    opens, closes = np.array([p_close0, p_open]), np.array([p_close0, p_close1])
+    new_cash, new_shares, px, traded, cost, value = execute(
+        0, cash, shares, action, discrete, opens, closes, fill, commission, slippage
+    )
+    assert new_cash >= -1e-6 * max(1.0, cash)  # never negative (float rounding aside)
+    assert new_shares == shares + traded and isinstance(new_shares, int)
+    assert cost == pytest.approx(commission * abs(traded) * px, rel=1e-12, abs=1e-9)  # charged once
+    assert new_cash == pytest.approx(cash - traded * px - cost, rel=1e-12, abs=1e-6)
+    assert value == pytest.approx(new_cash + new_shares * p_close1, rel=1e-12, abs=1e-6)
+    base = p_open if fill == FILL_NEXT_OPEN else p_close0
+    if traded > 0:
+        assert px == pytest.approx(base * (1 + slippage))
+        assert (traded + 1) * px * (1 + commission) > cash or discrete is False  # buy-all buys all it can
+    elif traded < 0:
+        assert px == pytest.approx(base * (1 - slippage))
+    if discrete and int(action) == 0:
+        assert new_shares == 0
+    if discrete and int(action) == 1:
+        assert traded == 0
+
+
+@pytest.mark.parametrize("action", ["discrete", "continuous"])
+def test_env_passes_the_sb3_checker_and_is_registered(action):
+    import gymnasium
+
+    features, opens, closes, dates = market()
+    env = TradingEnv(features, opens, closes, dates, EnvConfig(action=action, episode_length=20))
+    check_env(env, warn=True)
+    made = gymnasium.make(ENV_ID, features=features, opens=opens, closes=closes, config=EnvConfig(action=action))
+    assert made.reset(seed=0)[0].dtype == np.float32
+
+
+def test_rewards_sum_to_the_log_growth_of_value_and_fills_are_next_open():
+    features, opens, closes, dates = market()
+    env = TradingEnv(features, opens, closes, dates, EnvConfig(commission_bps=10, slippage_bps=5))
+    env.reset(seed=0)
+    rng = np.random.default_rng(1)
+    total, done, infos = 0.0, False, []
+    while not done:
+        _, reward, terminated, truncated, info = env.step(int(rng.integers(3)))
+        total += reward
+        infos.append(info)
+        done = terminated or truncated
+    assert len(infos) == len(closes) - 1 and infos[-1]["date"] == dates[-1]
+    assert total == pytest.approx(math.log(env.value / 1_000_000.0), rel=1e-12)
+    first_buy = next(i for i in infos if i["traded"] > 0)
+    t = dates.get_loc(first_buy["date"])  # the step that ends on bar t filled at bar t's open
+    assert first_buy["price"] == pytest.approx(opens[t] * 1.0005)
+
+
+def test_same_seed_same_episode():
+    features, opens, closes, dates = market()
+    runs = []
+    for _ in range(2):
+        env = TradingEnv(features, opens, closes, dates, EnvConfig(episode_length=15))
+        obs, info = env.reset(seed=42)
+        trace = [obs]
+        for a in [2, 1, 0, 2, 2, 1]:
+            trace.append(env.step(a)[0])
+        runs.append((info["date"], np.stack(trace)))
+    assert runs[0][0] == runs[1][0]
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+
+
+def test_observation_at_t_ignores_data_after_t():
+    features, opens, closes, dates = market()
+    t = 30
+    shaken = [a.copy() for a in (features, opens, closes)]
+    for a in shaken:
+        a[t + 1 :] *= 1.7
+    actions = np.random.default_rng(3).integers(0, 3, len(closes) - 1)
+
+    def observations(f, o, c):
+        env = TradingEnv(f, o, c, dates)
+        out = [env.reset(seed=0)[0]]
+        for a in actions[:t]:
+            out.append(env.step(int(a))[0])
+        return np.stack(out)  # observations at bars 0..t
+
+    np.testing.assert_array_equal(observations(features, opens, closes), observations(*shaken))
+
+
+def test_bad_inputs_and_actions_are_named():
+    features, opens, closes, dates = market()
+    broken = features.copy()
+    broken[7, 2] = np.nan
+    with pytest.raises(ValueError, match=str(dates[7].date())):
+        TradingEnv(broken, opens, closes, dates)
+    bad_close = closes.copy()
+    bad_close[3] = 0
+    with pytest.raises(ValueError, match="close price"):
+        TradingEnv(features, opens, bad_close, dates)
+    with pytest.raises(ValueError, match="Expected features"):
+        TradingEnv(features[:-1], opens, closes, dates)
+    env = TradingEnv(features, opens, closes, dates)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="not in the action space"):
+        env.step(5)
+    with pytest.raises(ValueError, match="fill must be"):
+        EnvConfig(fill="vwap")
