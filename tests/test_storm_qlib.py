@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import qlib_features
 from qlib.data.dataset import DatasetH
 
 from storm_bt.data.provider import read_calendar, write_provider
@@ -17,7 +18,6 @@ from storm_bt.metrics import rank_ic_summary
 from storm_bt.model import StormModel
 from storm_bt.splits import Segments
 from storm_bt.workflow import latest_metrics, load_workflow, retarget, write_workflow
-from tests.conftest import qlib_features
 
 MARKET = SyntheticMarketConfig(n_stocks=24, n_days=600, seed=11, signal_strength=0.25)  # a clear planted signal
 TRAINING = {

@@ -7,12 +7,12 @@ from itertools import pairwise
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import qlib_features
 from qlib.backtest import backtest
 
 from storm_bt.data.csv_source import load_csv_dir
 from storm_bt.data.provider import write_provider
 from strategies.topk_weekly import WeeklyTopkDropoutStrategy
-from tests.conftest import qlib_features
 
 TOPK, N_DROP = 4, 1
 SUSPENDED = "SYN003"

@@ -3,8 +3,9 @@
 import gymnasium
 
 from storm_bt.env.trading_env import EnvConfig, TradingEnv
+from storm_bt.env.vec_env import TradingVecEnv
 
-__all__ = ["ENV_ID", "EnvConfig", "TradingEnv"]
+__all__ = ["ENV_ID", "EnvConfig", "TradingEnv", "TradingVecEnv"]
 
 ENV_ID = "storm_bt/Trading-v0"
 if ENV_ID not in gymnasium.registry:

@@ -20,11 +20,21 @@ import math
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["ACTION_BUY_ALL", "ACTION_HOLD", "ACTION_SELL_ALL", "FILL_CLOSE", "FILL_NEXT_OPEN", "execute", "step_batch"]
+__all__ = [
+    "ACTION_BUY_ALL",
+    "ACTION_HOLD",
+    "ACTION_SELL_ALL",
+    "BANKRUPT_REWARD",
+    "FILL_CLOSE",
+    "FILL_NEXT_OPEN",
+    "execute",
+    "step_batch",
+]
 
 FILL_NEXT_OPEN = 0
 FILL_CLOSE = 1
 ACTION_SELL_ALL, ACTION_HOLD, ACTION_BUY_ALL = 0, 1, 2
+BANKRUPT_REWARD = -10.0  # reward of a step that wipes out the portfolio (ends the episode)
 
 
 @njit(cache=True)
@@ -90,16 +100,22 @@ def step_batch(
     fill: int,
     commission: float,
     slippage: float,
+    values: np.ndarray,
     rewards: np.ndarray,
 ) -> None:
-    """Step every environment ``i`` of a batch in place; ``asset[i]`` picks its row of ``opens``/``closes``."""
+    """Step every environment ``i`` of a batch in place; ``asset[i]`` picks its row of ``opens``/``closes``.
+
+    ``values`` receives the marked value after the step and ``rewards`` its log change
+    (``BANKRUPT_REWARD`` when the value is gone).
+    """
     for i in prange(len(t)):
         a = asset[i]
-        before = cash[i] + shares[i] * closes[a, t[i]]
+        before = values[i]
         c, s, _, _, _, after = execute(
             t[i], cash[i], shares[i], actions[i], discrete, opens[a], closes[a], fill, commission, slippage
         )
         cash[i] = c
         shares[i] = s
-        rewards[i] = math.log(after / before)
+        values[i] = after
+        rewards[i] = math.log(after / before) if after > 0 and before > 0 else BANKRUPT_REWARD
         t[i] += 1

@@ -16,9 +16,9 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 
-from storm_bt.env.kernel import FILL_CLOSE, FILL_NEXT_OPEN, execute
+from storm_bt.env.kernel import BANKRUPT_REWARD, FILL_CLOSE, FILL_NEXT_OPEN, execute
 
-__all__ = ["EnvConfig", "TradingEnv"]
+__all__ = ["EnvConfig", "TradingEnv", "account_features", "check_market"]
 
 FILLS = {"next_open": FILL_NEXT_OPEN, "close": FILL_CLOSE}
 ACCOUNT_FEATURES = 3
@@ -46,6 +46,47 @@ class EnvConfig:
             raise ValueError(f"episode_length must be positive or None, got {self.episode_length}.")
 
 
+def check_market(features: np.ndarray, opens: np.ndarray, closes: np.ndarray, dates: pd.Index) -> None:
+    """Shapes agree, prices are positive, features are finite: NaN never reaches the agent."""
+    n = len(closes)
+    if features.ndim != 2 or len(features) != n or len(opens) != n or len(dates) != n:
+        raise ValueError(
+            f"Expected features (T, E) and opens, closes, dates of length T; got features "
+            f"{features.shape}, opens {opens.shape}, closes {closes.shape}, {len(dates)} dates."
+        )
+    if n < 2:
+        raise ValueError(f"Need at least 2 bars to trade, got {n}.")
+    for name, values in (("open", opens), ("close", closes)):
+        bad = ~np.isfinite(values) | (values <= 0)
+        if bad.any():
+            raise ValueError(f"{name} price is missing or not positive on {dates[np.argmax(bad)]}.")
+    bad_rows = ~np.isfinite(features).all(axis=1)
+    if bad_rows.any():
+        raise ValueError(
+            f"features contain NaN/inf on {int(bad_rows.sum())} bar(s), first {dates[np.argmax(bad_rows)]}:"
+            " pick a date range where the stock trades, or fill the features first."
+        )
+
+
+def account_features(shares, close, cash, value, initial_cash: float) -> np.ndarray:
+    """Position share, cash share and log(value / initial cash); zeros and -10 once the value is gone.
+
+    Works on scalars and on arrays (one row per environment): (..., 3) float32.
+    """
+    value = np.asarray(value, dtype=np.float64)
+    alive = value > 0
+    safe = np.where(alive, value, 1.0)
+    out = np.stack(
+        [
+            np.where(alive, shares * close / safe, 0.0),
+            np.where(alive, cash / safe, 0.0),
+            np.where(alive, np.log(safe / initial_cash), BANKRUPT_REWARD),
+        ],
+        axis=-1,
+    )
+    return out.astype(np.float32)
+
+
 class TradingEnv(gym.Env):
     """Trade one stock: features (T, E), open and close prices (T,), one bar per step."""
 
@@ -64,7 +105,7 @@ class TradingEnv(gym.Env):
         self.opens = np.ascontiguousarray(opens, dtype=np.float64)
         self.closes = np.ascontiguousarray(closes, dtype=np.float64)
         self.dates = pd.RangeIndex(len(self.closes)) if dates is None else pd.DatetimeIndex(dates)
-        self._check_inputs()
+        check_market(self.features, self.opens, self.closes, self.dates)
         n_bars = len(self.closes)
         if self.config.episode_length is not None and self.config.episode_length > n_bars - 1:
             raise ValueError(f"episode_length {self.config.episode_length} needs more than the {n_bars} bars given.")
@@ -77,26 +118,6 @@ class TradingEnv(gym.Env):
         self._fill = FILLS[self.config.fill]
         self._commission = self.config.commission_bps / 1e4
         self._slippage = self.config.slippage_bps / 1e4
-
-    def _check_inputs(self) -> None:
-        n = len(self.closes)
-        if self.features.ndim != 2 or len(self.features) != n or len(self.opens) != n or len(self.dates) != n:
-            raise ValueError(
-                f"Expected features (T, E) and opens, closes, dates of length T; got features "
-                f"{self.features.shape}, opens {self.opens.shape}, closes {self.closes.shape}, {len(self.dates)} dates."
-            )
-        if n < 2:
-            raise ValueError(f"Need at least 2 bars to trade, got {n}.")
-        for name, values in (("open", self.opens), ("close", self.closes)):
-            bad = ~np.isfinite(values) | (values <= 0)
-            if bad.any():
-                raise ValueError(f"{name} price is missing or not positive on {self.dates[np.argmax(bad)]}.")
-        bad_rows = ~np.isfinite(self.features).all(axis=1)
-        if bad_rows.any():
-            raise ValueError(
-                f"features contain NaN/inf on {int(bad_rows.sum())} bar(s), first {self.dates[np.argmax(bad_rows)]}:"
-                " pick a date range where the stock trades, or fill the features first."
-            )
 
     # -- gymnasium API ------------------------------------------------------------------------------
 
@@ -135,7 +156,7 @@ class TradingEnv(gym.Env):
         )
         self._t += 1
         bankrupt = self.value <= 0
-        reward = math.log(self.value / before) if not bankrupt else -10.0
+        reward = math.log(self.value / before) if not bankrupt else BANKRUPT_REWARD
         terminated = bankrupt or self._t >= len(self.closes) - 1
         truncated = not terminated and self._t >= self._end
         return self._observation(), reward, terminated, truncated, self._info(traded, cost, price)
@@ -148,13 +169,8 @@ class TradingEnv(gym.Env):
         return np.asarray(action, dtype=np.float32).reshape(self.action_space.shape)
 
     def _observation(self) -> np.ndarray:
-        t, value = self._t, self.value
-        account = np.array(
-            [self.shares * self.closes[t] / value, self.cash / value, math.log(value / self.config.initial_cash)]
-            if value > 0
-            else [0.0, 0.0, -10.0],
-            dtype=np.float32,
-        )
+        t = self._t
+        account = account_features(self.shares, self.closes[t], self.cash, self.value, self.config.initial_cash)
         return np.concatenate([self.features[t], account])
 
     def _info(self, traded: int, cost: float, price: float) -> dict[str, Any]:

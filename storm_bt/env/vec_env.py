@@ -1,0 +1,157 @@
+"""Many trading environments stepped by one jitted call: a stable-baselines3 ``VecEnv``.
+
+SB3's ``DummyVecEnv`` steps Python environments one by one; here all accounts live in arrays
+and :func:`storm_bt.env.kernel.step_batch` advances them together, so PPO can collect rollouts
+over many stocks and start dates at the cost of one call per step. Environment ``i`` trades
+asset ``i % n_assets``; an episode that ends is reset at once (its last observation is in
+``info["terminal_observation"]``, as SB3 expects).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+from stable_baselines3.common.vec_env import VecEnv
+
+from storm_bt.env.kernel import step_batch
+from storm_bt.env.trading_env import ACCOUNT_FEATURES, FILLS, EnvConfig, account_features, check_market
+
+__all__ = ["TradingVecEnv"]
+
+
+class TradingVecEnv(VecEnv):
+    """``n_envs`` accounts over ``features`` (A, T, E), ``opens`` and ``closes`` (A, T)."""
+
+    def __init__(
+        self,
+        features: np.ndarray,
+        opens: np.ndarray,
+        closes: np.ndarray,
+        n_envs: int,
+        config: EnvConfig | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.config = config or EnvConfig()
+        self.features = np.asarray(features, dtype=np.float32)
+        self.opens = np.ascontiguousarray(opens, dtype=np.float64)
+        self.closes = np.ascontiguousarray(closes, dtype=np.float64)
+        if self.features.ndim != 3 or self.opens.shape != self.features.shape[:2] != self.closes.shape:
+            raise ValueError(
+                f"Expected features (A, T, E) with opens and closes (A, T); got {self.features.shape}, "
+                f"{self.opens.shape}, {self.closes.shape}."
+            )
+        for a in range(len(self.features)):
+            check_market(self.features[a], self.opens[a], self.closes[a], pd.RangeIndex(self.closes.shape[1]))
+        self._last = self.closes.shape[1] - 1
+        if self.config.episode_length is not None and self.config.episode_length > self._last:
+            raise ValueError(f"episode_length {self.config.episode_length} needs more than {self._last + 1} bars.")
+        dim = self.features.shape[2] + ACCOUNT_FEATURES
+        observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(dim,), dtype=np.float32)
+        discrete = self.config.action == "discrete"
+        action_space = gym.spaces.Discrete(3) if discrete else gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+        super().__init__(n_envs, observation_space, action_space)
+        self._discrete = discrete
+        self._fill = FILLS[self.config.fill]
+        self._commission = self.config.commission_bps / 1e4
+        self._slippage = self.config.slippage_bps / 1e4
+        self._rng = np.random.default_rng(seed)
+        self.asset = np.arange(n_envs) % len(self.features)
+        self.t = np.zeros(n_envs, dtype=np.int64)
+        self.end = np.zeros(n_envs, dtype=np.int64)
+        self.cash = np.zeros(n_envs)
+        self.shares = np.zeros(n_envs, dtype=np.int64)
+        self.value = np.zeros(n_envs)
+        self._actions = np.zeros(n_envs)
+
+    # -- VecEnv API ---------------------------------------------------------------------------------
+
+    def reset(self) -> np.ndarray:
+        self._restart(np.arange(self.num_envs))
+        return self._observations()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        actions = np.asarray(actions, dtype=np.float64).reshape(self.num_envs)
+        bad = (~np.isin(actions, (0, 1, 2))) if self._discrete else (~np.isfinite(actions) | (np.abs(actions) > 1))
+        if bad.any():
+            raise ValueError(
+                f"Action {actions[np.argmax(bad)]!r} of env {int(np.argmax(bad))} is not in {self.action_space}."
+            )
+        self._actions = actions
+
+    def step_wait(self):
+        rewards = np.empty(self.num_envs)
+        step_batch(
+            self.t,
+            self.cash,
+            self.shares,
+            self._actions,
+            self._discrete,
+            self.asset,
+            self.opens,
+            self.closes,
+            self._fill,
+            self._commission,
+            self._slippage,
+            self.value,
+            rewards,
+        )
+        bankrupt = self.value <= 0
+        terminated = bankrupt | (self.t >= self._last)
+        truncated = ~terminated & (self.t >= self.end)
+        done = terminated | truncated
+        obs = self._observations()
+        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        for i in np.flatnonzero(done):
+            infos[i] = {"terminal_observation": obs[i].copy(), "TimeLimit.truncated": bool(truncated[i])}
+        if done.any():
+            restarted = np.flatnonzero(done)
+            self._restart(restarted)
+            obs[restarted] = self._observations()[restarted]
+        return obs, rewards.astype(np.float32), done, infos
+
+    def close(self) -> None:
+        return None
+
+    def get_attr(self, attr_name: str, indices=None) -> list[Any]:
+        return [getattr(self, attr_name)] * len(self._indices(indices))
+
+    def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
+        setattr(self, attr_name, value)
+
+    def env_method(self, method_name: str, *args, indices=None, **kwargs) -> list[Any]:
+        raise AttributeError(f"TradingVecEnv has no per-environment objects to call {method_name!r} on.")
+
+    def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]:
+        return [False] * len(self._indices(indices))
+
+    def seed(self, seed: int | None = None) -> Sequence[int | None]:
+        self._rng = np.random.default_rng(seed)
+        return [seed] * self.num_envs
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def _indices(self, indices) -> list[int]:
+        if indices is None:
+            return list(range(self.num_envs))
+        return [indices] if isinstance(indices, int) else list(indices)
+
+    def _restart(self, envs: np.ndarray) -> None:
+        length = self.config.episode_length
+        if length is None:
+            self.t[envs] = 0
+            self.end[envs] = self._last
+        else:
+            self.t[envs] = self._rng.integers(0, self._last - length + 1, size=len(envs))
+            self.end[envs] = self.t[envs] + length
+        self.cash[envs] = self.config.initial_cash
+        self.shares[envs] = 0
+        self.value[envs] = self.config.initial_cash
+
+    def _observations(self) -> np.ndarray:
+        close = self.closes[self.asset, self.t]
+        account = account_features(self.shares, close, self.cash, self.value, self.config.initial_cash)
+        return np.concatenate([self.features[self.asset, self.t], account], axis=1)
