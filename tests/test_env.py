@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from stable_baselines3.common.env_checker import check_env
 
-from storm_bt.env import ENV_ID, EnvConfig, TradingEnv
+from storm_bt.env import ENV_ID, EnvConfig, TradingEnv, TradingVecEnv
 from storm_bt.env.kernel import FILL_CLOSE, FILL_NEXT_OPEN, execute
 
 
@@ -142,3 +142,40 @@ def test_bad_inputs_and_actions_are_named():
         env.step(5)
     with pytest.raises(ValueError, match="fill must be"):
         EnvConfig(fill="vwap")
+
+
+def test_vec_env_matches_single_envs_step_for_step():
+    """The batched kernel and the single env apply the same rules: same rewards and values."""
+    markets = [market(seed=s) for s in range(3)]
+    features = np.stack([m[0] for m in markets])
+    opens, closes = np.stack([m[1] for m in markets]), np.stack([m[2] for m in markets])
+    config = EnvConfig(commission_bps=10, slippage_bps=5)
+    vec = TradingVecEnv(features, opens, closes, n_envs=6, config=config, seed=0)
+    obs = vec.reset()
+    singles = [TradingEnv(features[i % 3], opens[i % 3], closes[i % 3], config=config) for i in range(6)]
+    single_obs = np.stack([env.reset(seed=0)[0] for env in singles])
+    np.testing.assert_allclose(obs, single_obs, rtol=1e-6)
+    rng = np.random.default_rng(0)
+    for step in range(len(closes[0]) - 1):
+        actions = rng.integers(0, 3, 6)
+        _, rewards, dones, _ = vec.step(actions)
+        results = [env.step(int(a)) for env, a in zip(singles, actions, strict=True)]
+        np.testing.assert_allclose(rewards, [r[1] for r in results], rtol=1e-5, atol=1e-7)
+        if not dones.any():  # after the last step the batch has already reset its accounts
+            np.testing.assert_allclose(vec.value, [env.value for env in singles], rtol=1e-9)
+        assert dones.all() == (step == len(closes[0]) - 2) and dones.all() == dones.any()
+
+
+def test_vec_env_random_starts_and_auto_reset():
+    features, opens, closes, _ = market(n=80)
+    vec = TradingVecEnv(
+        features[None], opens[None], closes[None], n_envs=8, config=EnvConfig(episode_length=10), seed=1
+    )
+    vec.reset()
+    assert len(set(vec.t.tolist())) > 1  # random starts
+    for _ in range(10):
+        _, _, dones, infos = vec.step(np.full(8, 2))
+    assert dones.all() and all(i["TimeLimit.truncated"] for i in infos)
+    assert (vec.value == 1_000_000.0).all() and (vec.shares == 0).all()  # every account was reset
+    with pytest.raises(ValueError, match="not in"):
+        vec.step(np.full(8, 3))
