@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 __all__ = [
     "ACTION_BUY_ALL",
@@ -27,7 +27,9 @@ __all__ = [
     "BANKRUPT_REWARD",
     "FILL_CLOSE",
     "FILL_NEXT_OPEN",
+    "account_features",
     "execute",
+    "observe_batch",
     "step_batch",
 ]
 
@@ -87,7 +89,7 @@ def execute(
     return cash, shares, exec_price, delta, cost, value_next
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def step_batch(
     t: np.ndarray,
     cash: np.ndarray,
@@ -108,7 +110,7 @@ def step_batch(
     ``values`` receives the marked value after the step and ``rewards`` its log change
     (``BANKRUPT_REWARD`` when the value is gone).
     """
-    for i in prange(len(t)):
+    for i in range(len(t)):
         a = asset[i]
         before = values[i]
         c, s, _, _, _, after = execute(
@@ -119,3 +121,35 @@ def step_batch(
         values[i] = after
         rewards[i] = math.log(after / before) if after > 0 and before > 0 else BANKRUPT_REWARD
         t[i] += 1
+
+
+@njit(cache=True)
+def observe_batch(
+    envs: np.ndarray,
+    t: np.ndarray,
+    cash: np.ndarray,
+    shares: np.ndarray,
+    values: np.ndarray,
+    asset: np.ndarray,
+    features: np.ndarray,
+    closes: np.ndarray,
+    initial_cash: float,
+    obs: np.ndarray,
+) -> None:
+    """Write the observation rows of ``envs``: the bar's features, then position share, cash share and
+    log(value / initial cash) (0, 0 and ``BANKRUPT_REWARD`` once the value is gone)."""
+    width = features.shape[2]
+    for i in envs:
+        a, bar = asset[i], t[i]
+        obs[i, :width] = features[a, bar]
+        obs[i, width], obs[i, width + 1], obs[i, width + 2] = account_features(
+            shares[i], closes[a, bar], cash[i], values[i], initial_cash
+        )
+
+
+@njit(cache=True)
+def account_features(shares: int, close: float, cash: float, value: float, initial_cash: float):
+    """Position share, cash share and log(value / initial cash); 0, 0, ``BANKRUPT_REWARD`` once the value is gone."""
+    if value <= 0:
+        return 0.0, 0.0, BANKRUPT_REWARD
+    return shares * close / value, cash / value, math.log(value / initial_cash)

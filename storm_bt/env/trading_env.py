@@ -16,9 +16,9 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 
-from storm_bt.env.kernel import BANKRUPT_REWARD, FILL_CLOSE, FILL_NEXT_OPEN, execute
+from storm_bt.env.kernel import BANKRUPT_REWARD, FILL_CLOSE, FILL_NEXT_OPEN, account_features, execute
 
-__all__ = ["EnvConfig", "TradingEnv", "account_features", "check_market"]
+__all__ = ["EnvConfig", "TradingEnv", "check_market"]
 
 FILLS = {"next_open": FILL_NEXT_OPEN, "close": FILL_CLOSE}
 ACCOUNT_FEATURES = 3
@@ -66,25 +66,6 @@ def check_market(features: np.ndarray, opens: np.ndarray, closes: np.ndarray, da
             f"features contain NaN/inf on {int(bad_rows.sum())} bar(s), first {dates[np.argmax(bad_rows)]}:"
             " pick a date range where the stock trades, or fill the features first."
         )
-
-
-def account_features(shares, close, cash, value, initial_cash: float) -> np.ndarray:
-    """Position share, cash share and log(value / initial cash); zeros and -10 once the value is gone.
-
-    Works on scalars and on arrays (one row per environment): (..., 3) float32.
-    """
-    value = np.asarray(value, dtype=np.float64)
-    alive = value > 0
-    safe = np.where(alive, value, 1.0)
-    out = np.stack(
-        [
-            np.where(alive, shares * close / safe, 0.0),
-            np.where(alive, cash / safe, 0.0),
-            np.where(alive, np.log(safe / initial_cash), BANKRUPT_REWARD),
-        ],
-        axis=-1,
-    )
-    return out.astype(np.float32)
 
 
 class TradingEnv(gym.Env):
@@ -171,7 +152,7 @@ class TradingEnv(gym.Env):
     def _observation(self) -> np.ndarray:
         t = self._t
         account = account_features(self.shares, self.closes[t], self.cash, self.value, self.config.initial_cash)
-        return np.concatenate([self.features[t], account])
+        return np.concatenate([self.features[t], np.array(account, dtype=np.float32)])
 
     def _info(self, traded: int, cost: float, price: float) -> dict[str, Any]:
         return {

@@ -17,14 +17,16 @@ import numpy as np
 import pandas as pd
 from stable_baselines3.common.vec_env import VecEnv
 
-from storm_bt.env.kernel import step_batch
-from storm_bt.env.trading_env import ACCOUNT_FEATURES, FILLS, EnvConfig, account_features, check_market
+from storm_bt.env.kernel import observe_batch, step_batch
+from storm_bt.env.trading_env import ACCOUNT_FEATURES, FILLS, EnvConfig, check_market
 
 __all__ = ["TradingVecEnv"]
 
 
 class TradingVecEnv(VecEnv):
     """``n_envs`` accounts over ``features`` (A, T, E), ``opens`` and ``closes`` (A, T)."""
+
+    render_mode = None
 
     def __init__(
         self,
@@ -66,16 +68,22 @@ class TradingVecEnv(VecEnv):
         self.shares = np.zeros(n_envs, dtype=np.int64)
         self.value = np.zeros(n_envs)
         self._actions = np.zeros(n_envs)
+        self._rewards = np.zeros(n_envs)
+        self._obs = np.zeros((n_envs, dim), dtype=np.float32)
+        self._all = np.arange(n_envs)
 
     # -- VecEnv API ---------------------------------------------------------------------------------
 
     def reset(self) -> np.ndarray:
-        self._restart(np.arange(self.num_envs))
-        return self._observations()
+        self._restart(self._all)
+        return self._observations(self._all)
 
     def step_async(self, actions: np.ndarray) -> None:
         actions = np.asarray(actions, dtype=np.float64).reshape(self.num_envs)
-        bad = (~np.isin(actions, (0, 1, 2))) if self._discrete else (~np.isfinite(actions) | (np.abs(actions) > 1))
+        if self._discrete:
+            bad = (actions != np.round(actions)) | (actions < 0) | (actions > 2)
+        else:
+            bad = ~np.isfinite(actions) | (np.abs(actions) > 1)
         if bad.any():
             raise ValueError(
                 f"Action {actions[np.argmax(bad)]!r} of env {int(np.argmax(bad))} is not in {self.action_space}."
@@ -83,35 +91,22 @@ class TradingVecEnv(VecEnv):
         self._actions = actions
 
     def step_wait(self):
-        rewards = np.empty(self.num_envs)
         step_batch(
-            self.t,
-            self.cash,
-            self.shares,
-            self._actions,
-            self._discrete,
-            self.asset,
-            self.opens,
-            self.closes,
-            self._fill,
-            self._commission,
-            self._slippage,
-            self.value,
-            rewards,
-        )
-        bankrupt = self.value <= 0
-        terminated = bankrupt | (self.t >= self._last)
+            self.t, self.cash, self.shares, self._actions, self._discrete, self.asset, self.opens, self.closes,
+            self._fill, self._commission, self._slippage, self.value, self._rewards,
+        )  # fmt: skip
+        terminated = (self.value <= 0) | (self.t >= self._last)
         truncated = ~terminated & (self.t >= self.end)
         done = terminated | truncated
-        obs = self._observations()
+        obs = self._observations(self._all)
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
-        for i in np.flatnonzero(done):
-            infos[i] = {"terminal_observation": obs[i].copy(), "TimeLimit.truncated": bool(truncated[i])}
         if done.any():
             restarted = np.flatnonzero(done)
+            for i in restarted:
+                infos[i] = {"terminal_observation": obs[i].copy(), "TimeLimit.truncated": bool(truncated[i])}
             self._restart(restarted)
-            obs[restarted] = self._observations()[restarted]
-        return obs, rewards.astype(np.float32), done, infos
+            obs = self._observations(restarted)
+        return obs.copy(), self._rewards.astype(np.float32), done, infos
 
     def close(self) -> None:
         return None
@@ -151,7 +146,18 @@ class TradingVecEnv(VecEnv):
         self.shares[envs] = 0
         self.value[envs] = self.config.initial_cash
 
-    def _observations(self) -> np.ndarray:
-        close = self.closes[self.asset, self.t]
-        account = account_features(self.shares, close, self.cash, self.value, self.config.initial_cash)
-        return np.concatenate([self.features[self.asset, self.t], account], axis=1)
+    def _observations(self, envs: np.ndarray) -> np.ndarray:
+        """The observation buffer with the rows of ``envs`` brought up to date."""
+        observe_batch(
+            envs,
+            self.t,
+            self.cash,
+            self.shares,
+            self.value,
+            self.asset,
+            self.features,
+            self.closes,
+            self.config.initial_cash,
+            self._obs,
+        )
+        return self._obs

@@ -1,0 +1,96 @@
+"""Trading-environment throughput: single env steps/s, batched VecEnv agent-steps/s, against plain Python.
+
+    python benchmarks/bench_env.py [--bars 3000] [--envs 256] [--steps 2000]
+
+The reference, measured in the same run, is the same rules in plain Python: the kernel's own
+source run uninterpreted by numba (``execute.py_func``), one environment after another. Market:
+a random walk of ``--bars`` daily bars with 264-wide features (the small preset's pooled STORM
+vector). Target (issue 4): the batched env at least 100x the plain-Python reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import numpy as np
+
+from storm_bt.env import EnvConfig, TradingEnv, TradingVecEnv
+from storm_bt.env.kernel import execute
+
+FEATURES = 264
+
+
+def _market(bars: int, assets: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    closes = 50 * np.exp(np.cumsum(rng.normal(0, 0.02, (assets, bars)), axis=1))
+    opens = closes * np.exp(rng.normal(0, 0.005, (assets, bars)))
+    return rng.standard_normal((assets, bars, FEATURES)).astype(np.float32), opens, closes
+
+
+def plain_python_steps_per_s(opens: np.ndarray, closes: np.ndarray, envs: int, steps: int) -> float:
+    """The same rules, interpreted, for ``envs`` accounts stepped one by one."""
+    rules = execute.py_func
+    rng = np.random.default_rng(1)
+    cash, shares = [1e6] * envs, [0] * envs
+    n_bars = closes.shape[1]
+    start = time.perf_counter()
+    for step in range(steps):
+        t = step % (n_bars - 1)
+        actions = rng.integers(0, 3, envs)
+        for i in range(envs):
+            a = i % len(closes)
+            before = cash[i] + shares[i] * closes[a, t]
+            cash[i], shares[i], _, _, _, after = rules(
+                t, cash[i], shares[i], float(actions[i]), True, opens[a], closes[a], 0, 0.001, 0.0005
+            )
+            math.log(after / before)
+    return envs * steps / (time.perf_counter() - start)
+
+
+def single_env_steps_per_s(features, opens, closes, steps: int) -> float:
+    env = TradingEnv(features[0], opens[0], closes[0])
+    env.reset(seed=0)
+    env.step(1)  # compile
+    rng = np.random.default_rng(2)
+    actions = rng.integers(0, 3, steps)
+    env.reset(seed=0)
+    start = time.perf_counter()
+    for a in actions:
+        _, _, terminated, truncated, _ = env.step(int(a))
+        if terminated or truncated:
+            env.reset()
+    return steps / (time.perf_counter() - start)
+
+
+def vec_env_steps_per_s(features, opens, closes, envs: int, steps: int) -> float:
+    vec = TradingVecEnv(features, opens, closes, n_envs=envs, config=EnvConfig(episode_length=252), seed=0)
+    vec.reset()
+    vec.step(np.ones(envs))  # compile
+    rng = np.random.default_rng(3)
+    actions = rng.integers(0, 3, (steps, envs))
+    start = time.perf_counter()
+    for row in actions:
+        vec.step(row)
+    return envs * steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bars", type=int, default=3000)
+    parser.add_argument("--envs", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=2000)
+    args = parser.parse_args()
+    features, opens, closes = _market(args.bars, assets=5)
+    reference = plain_python_steps_per_s(opens, closes, envs=args.envs, steps=max(1, args.steps // 20))
+    single = single_env_steps_per_s(features, opens, closes, args.steps * 5)
+    batched = vec_env_steps_per_s(features, opens, closes, args.envs, args.steps)
+    print(f"plain-Python rules (reference): {reference:12,.0f} agent-steps/s")
+    print(f"single TradingEnv (gymnasium):  {single:12,.0f} steps/s        ({single / reference:6.1f}x reference)")
+    name = f"TradingVecEnv, {args.envs} envs:"
+    print(f"{name:32}{batched:12,.0f} agent-steps/s  ({batched / reference:6.1f}x reference)")
+
+
+if __name__ == "__main__":
+    main()
