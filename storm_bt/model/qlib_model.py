@@ -99,8 +99,8 @@ class StormModel(Model):
         )
         data_signature = {
             "instruments": list(panel.instruments),
-            "train": [str(panel.dates[train.ends[0]]), str(panel.dates[train.ends[-1]]), len(train)],
-            "valid": [str(panel.dates[valid.ends[0]]), str(panel.dates[valid.ends[-1]]), len(valid)],
+            "train": _span(train),
+            "valid": _span(valid),
             "content": _digest(panel),
         }
         trainer = Trainer(cfg, self.train_config, self.run_dir, data_signature, network=self.network)
@@ -153,6 +153,13 @@ class StormModel(Model):
             )
         panel = Panel.from_frame(features, instruments=self.instruments)
         return WindowDataset(panel, self.model.cfg.window, panel.positions(start, end))
+
+
+def _span(data: WindowDataset) -> list:
+    """First and last end date and count of a window set (empty when there are none; the trainer says so)."""
+    if len(data) == 0:
+        return []
+    return [str(data.panel.dates[data.ends[0]]), str(data.panel.dates[data.ends[-1]]), len(data)]
 
 
 def _digest(panel: Panel) -> str:
