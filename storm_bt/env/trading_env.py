@@ -45,6 +45,31 @@ class EnvConfig:
         if self.episode_length is not None and self.episode_length < 1:
             raise ValueError(f"episode_length must be positive or None, got {self.episode_length}.")
 
+    # the kernel's arguments, derived here once for every shell
+    @property
+    def discrete(self) -> bool:
+        return self.action == "discrete"
+
+    @property
+    def fill_code(self) -> int:
+        return FILLS[self.fill]
+
+    @property
+    def commission_rate(self) -> float:
+        return self.commission_bps / 1e4
+
+    @property
+    def slippage_rate(self) -> float:
+        return self.slippage_bps / 1e4
+
+    def action_space(self) -> gym.spaces.Space:
+        return gym.spaces.Discrete(3) if self.discrete else gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+
+    def check_bars(self, n_bars: int) -> None:
+        """An episode of ``episode_length`` steps needs one bar more than that."""
+        if self.episode_length is not None and self.episode_length > n_bars - 1:
+            raise ValueError(f"episode_length {self.episode_length} needs more than the {n_bars} bars given.")
+
 
 def check_market(features: np.ndarray, opens: np.ndarray, closes: np.ndarray, dates: pd.Index) -> None:
     """Shapes agree, prices are positive, features are finite: NaN never reaches the agent."""
@@ -87,18 +112,10 @@ class TradingEnv(gym.Env):
         self.closes = np.ascontiguousarray(closes, dtype=np.float64)
         self.dates = pd.RangeIndex(len(self.closes)) if dates is None else pd.DatetimeIndex(dates)
         check_market(self.features, self.opens, self.closes, self.dates)
-        n_bars = len(self.closes)
-        if self.config.episode_length is not None and self.config.episode_length > n_bars - 1:
-            raise ValueError(f"episode_length {self.config.episode_length} needs more than the {n_bars} bars given.")
+        self.config.check_bars(len(self.closes))
         dim = self.features.shape[1] + ACCOUNT_FEATURES
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(dim,), dtype=np.float32)
-        if self.config.action == "discrete":
-            self.action_space = gym.spaces.Discrete(3)
-        else:
-            self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
-        self._fill = FILLS[self.config.fill]
-        self._commission = self.config.commission_bps / 1e4
-        self._slippage = self.config.slippage_bps / 1e4
+        self.action_space = self.config.action_space()
 
     # -- gymnasium API ------------------------------------------------------------------------------
 
@@ -116,25 +133,14 @@ class TradingEnv(gym.Env):
         return self._observation(), self._info(traded=0, cost=0.0, price=float("nan"))
 
     def step(self, action):
-        if not self.action_space.contains(self._as_action(action)):
-            raise ValueError(f"Action {action!r} is not in the action space {self.action_space}.")
+        act = self._checked_action(action)
         if self._t >= self._end:
             raise RuntimeError("The episode is over: call reset() before step().")
-        discrete = self.config.action == "discrete"
-        act = float(action) if discrete else float(np.asarray(action).reshape(-1)[0])
-        before = self.value
+        cfg, before = self.config, self.value
         self.cash, self.shares, price, traded, cost, self.value = execute(
-            self._t,
-            self.cash,
-            self.shares,
-            act,
-            discrete,
-            self.opens,
-            self.closes,
-            self._fill,
-            self._commission,
-            self._slippage,
-        )
+            self._t, self.cash, self.shares, act, cfg.discrete, self.opens, self.closes,
+            cfg.fill_code, cfg.commission_rate, cfg.slippage_rate,
+        )  # fmt: skip
         self._t += 1
         bankrupt = self.value <= 0
         reward = math.log(self.value / before) if not bankrupt else BANKRUPT_REWARD
@@ -144,10 +150,15 @@ class TradingEnv(gym.Env):
 
     # -- helpers ------------------------------------------------------------------------------------
 
-    def _as_action(self, action):
-        if self.config.action == "discrete":
-            return int(action) if np.ndim(action) == 0 and float(action) == int(action) else action
-        return np.asarray(action, dtype=np.float32).reshape(self.action_space.shape)
+    def _checked_action(self, action) -> float:
+        """The action as the kernel takes it (a float), after checking it is in the action space."""
+        if self.config.discrete:
+            normal = int(action) if np.ndim(action) == 0 and float(action) == int(action) else action
+        else:
+            normal = np.asarray(action, dtype=np.float32).reshape(self.action_space.shape)
+        if not self.action_space.contains(normal):
+            raise ValueError(f"Action {action!r} is not in the action space {self.action_space}.")
+        return float(normal) if self.config.discrete else float(normal[0])
 
     def _observation(self) -> np.ndarray:
         t = self._t

@@ -18,7 +18,7 @@ import pandas as pd
 from stable_baselines3.common.vec_env import VecEnv
 
 from storm_bt.env.kernel import observe_batch, step_batch
-from storm_bt.env.trading_env import ACCOUNT_FEATURES, FILLS, EnvConfig, check_market
+from storm_bt.env.trading_env import ACCOUNT_FEATURES, EnvConfig, check_market
 
 __all__ = ["TradingVecEnv"]
 
@@ -49,17 +49,10 @@ class TradingVecEnv(VecEnv):
         for a in range(len(self.features)):
             check_market(self.features[a], self.opens[a], self.closes[a], pd.RangeIndex(self.closes.shape[1]))
         self._last = self.closes.shape[1] - 1
-        if self.config.episode_length is not None and self.config.episode_length > self._last:
-            raise ValueError(f"episode_length {self.config.episode_length} needs more than {self._last + 1} bars.")
+        self.config.check_bars(self._last + 1)
         dim = self.features.shape[2] + ACCOUNT_FEATURES
         observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(dim,), dtype=np.float32)
-        discrete = self.config.action == "discrete"
-        action_space = gym.spaces.Discrete(3) if discrete else gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
-        super().__init__(n_envs, observation_space, action_space)
-        self._discrete = discrete
-        self._fill = FILLS[self.config.fill]
-        self._commission = self.config.commission_bps / 1e4
-        self._slippage = self.config.slippage_bps / 1e4
+        super().__init__(n_envs, observation_space, self.config.action_space())
         self._rng = np.random.default_rng(seed)
         self.asset = np.arange(n_envs) % len(self.features)
         self.t = np.zeros(n_envs, dtype=np.int64)
@@ -80,7 +73,7 @@ class TradingVecEnv(VecEnv):
 
     def step_async(self, actions: np.ndarray) -> None:
         actions = np.asarray(actions, dtype=np.float64).reshape(self.num_envs)
-        if self._discrete:
+        if self.config.discrete:
             bad = (actions != np.round(actions)) | (actions < 0) | (actions > 2)
         else:
             bad = ~np.isfinite(actions) | (np.abs(actions) > 1)
@@ -91,9 +84,10 @@ class TradingVecEnv(VecEnv):
         self._actions = actions
 
     def step_wait(self):
+        cfg = self.config
         step_batch(
-            self.t, self.cash, self.shares, self._actions, self._discrete, self.asset, self.opens, self.closes,
-            self._fill, self._commission, self._slippage, self.value, self._rewards,
+            self.t, self.cash, self.shares, self._actions, cfg.discrete, self.asset, self.opens, self.closes,
+            cfg.fill_code, cfg.commission_rate, cfg.slippage_rate, self.value, self._rewards,
         )  # fmt: skip
         terminated = (self.value <= 0) | (self.t >= self._last)
         truncated = ~terminated & (self.t >= self.end)

@@ -191,7 +191,7 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
         order = torch.randperm(len(train), generator=generator)[acc.process_index :: acc.num_processes].tolist()
         for step in range(steps):
-            yield order[step * size : (step + 1) * size] or order[:size]
+            yield order[step * size : (step + 1) * size]
 
     def _train_epoch(self, ddp_model, optimizer, scheduler, train: WindowDataset, epoch: int, steps: int):
         acc, cfg = self.accelerator, self.cfg
