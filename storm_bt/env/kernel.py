@@ -30,6 +30,7 @@ __all__ = [
     "account_features",
     "execute",
     "observe_batch",
+    "order_shares",
     "step_batch",
 ]
 
@@ -54,6 +55,31 @@ def target_shares(discrete: bool, action: float, shares: int, value: float, pric
 
 
 @njit(cache=True)
+def order_shares(
+    discrete: bool,
+    action: float,
+    cash: float,
+    shares: int,
+    close_now: float,
+    price: float,
+    commission: float,
+    slippage: float,
+) -> tuple[int, float]:
+    """Signed shares the action trades when the order fills at ``price``, and the price paid after
+    slippage. Sizing happens at the fill price (a buy is cut to what cash affords there);
+    ``close_now`` marks the portfolio for a continuous target. The backtrader bridge sizes its
+    orders with this same function, so the two sides differ only in their accounting."""
+    want = target_shares(discrete, action, shares, cash + shares * close_now, price)
+    if want > shares:
+        exec_price = price * (1.0 + slippage)
+        affordable = math.floor(cash / (exec_price * (1.0 + commission)))
+        return max(min(want - shares, affordable), 0), exec_price
+    if want < shares:
+        return want - shares, price * (1.0 - slippage)
+    return 0, price
+
+
+@njit(cache=True)
 def execute(
     t: int,
     cash: float,
@@ -71,17 +97,7 @@ def execute(
     Returns ``(cash, shares, execution price, traded shares (signed), cost, value at t + 1)``.
     """
     price = opens[t + 1] if fill == FILL_NEXT_OPEN else closes[t]
-    value_now = cash + shares * closes[t]
-    want = target_shares(discrete, action, shares, value_now, price)
-    delta = 0
-    exec_price = price
-    if want > shares:
-        exec_price = price * (1.0 + slippage)
-        affordable = math.floor(cash / (exec_price * (1.0 + commission)))
-        delta = min(want - shares, affordable) if want - shares > 0 else 0
-    elif want < shares:
-        exec_price = price * (1.0 - slippage)
-        delta = want - shares
+    delta, exec_price = order_shares(discrete, action, cash, shares, closes[t], price, commission, slippage)
     cost = commission * abs(delta) * exec_price
     cash = cash - delta * exec_price - cost
     shares = shares + delta
