@@ -100,6 +100,24 @@ def _factors_export(args: argparse.Namespace) -> None:
     log.info("Factor store written to %s", path)
 
 
+def _trade_train(args: argparse.Namespace) -> None:
+    from storm_bt.trade import TradeConfig, train_agents
+
+    train_agents(TradeConfig.from_yaml(args.config), args.out)
+
+
+def _trade_eval(args: argparse.Namespace) -> None:
+    from storm_bt.trade import evaluate_agents, format_tables
+
+    results = evaluate_agents(args.out)
+    log.info("Test-segment results (%s):\n%s", Path(args.out) / "tables.md", format_tables(results))
+
+
+def _trade_run(args: argparse.Namespace) -> None:
+    _trade_train(args)
+    _trade_eval(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``storm-bt`` argument parser (exposed for the documentation and the tests)."""
     parser = argparse.ArgumentParser(
@@ -168,6 +186,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", help="first date (default: the workflow's data start)")
     p.add_argument("--end", help="last date (default: the workflow's data end)")
     p.set_defaults(func=_factors_export)
+
+    trade = sub.add_parser("trade", help="RL agents on STORM factors, evaluated in the env and in backtrader")
+    trade = trade.add_subparsers(dest="action", required=True)
+    for name, func, text in (
+        ("train", _trade_train, "factors, then every (stock, agent, seed) trained and selected on valid"),
+        ("run", _trade_run, "train, then eval"),
+    ):
+        p = trade.add_parser(name, help=text)
+        p.add_argument("--config", required=True, help="trading YAML, e.g. experiments/trading_dj30.yaml")
+        p.add_argument("--out", required=True, help="run folder (reused: finished stages are not redone)")
+        p.set_defaults(func=func)
+    p = trade.add_parser("eval", help="every selected policy and Buy & Hold once over test: env and backtrader")
+    p.add_argument("--out", required=True, help="run folder written by `storm-bt trade train`")
+    p.set_defaults(func=_trade_eval)
     return parser
 
 

@@ -1,0 +1,277 @@
+"""``storm-bt trade``: the algorithmic-trading experiment of the paper, end to end.
+
+One YAML names the stocks, the price files, where the STORM factors come from, the market rules,
+the agents and the seeds. ``train`` gets the factors (a factor store, a qrun run to export, or a
+workflow to train first), fits one agent per (stock, agent, seed) on the train segment with
+checkpoint selection on valid; ``evaluate`` runs every selected policy once over the test segment
+in the env *and* in backtrader and writes the per-stock tables (mean and std over seeds) next to
+Buy & Hold. Each stage reuses what a previous run left in the output folder when it still matches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from ruamel.yaml import YAML
+from tqdm.auto import tqdm
+
+from storm_bt.bridge import replay
+from storm_bt.env.market import FeatureScaler, StockMarket, factor_states, load_bars, price_states
+from storm_bt.env.trading_env import EnvConfig
+from storm_bt.factors import FactorStore
+from storm_bt.io import atomic_write_text
+from storm_bt.rl import BUY_AND_HOLD, AgentSpec, evaluate, load_policy, train_agent
+from storm_bt.splits import Segments
+from storm_bt.workflow import load_workflow, run_qrun
+
+__all__ = ["METRICS", "TradeConfig", "evaluate_agents", "format_tables", "train_agents"]
+
+log = logging.getLogger(__name__)
+
+METRICS = ("APY", "CW", "CR", "ASR", "MDD", "AVO")
+VERSIONED = ("storm_bt", "stable_baselines3", "gymnasium", "backtrader", "numba", "torch", "numpy", "pandas")
+
+
+@dataclass(frozen=True)
+class TradeConfig:
+    """The experiment: data, factor source, segments, market rules, agents and seeds."""
+
+    csv_dir: Path
+    stocks: list[str]
+    factors: dict[str, str]  # exactly one of {path: FILE.h5} / {run: QRUN_DIR} / {workflow: WORKFLOW.yaml}
+    env: EnvConfig = field(default_factory=EnvConfig)
+    agents: list[AgentSpec] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    segments: Segments | None = None  # default: the STORM workflow's, so test stays out of sample for both
+
+    def __post_init__(self) -> None:
+        if len(self.factors) != 1 or next(iter(self.factors)) not in ("path", "run", "workflow"):
+            raise ValueError(f"factors must name exactly one of path, run or workflow; got {self.factors}.")
+        names = [a.name for a in self.agents]
+        if len(set(names)) != len(names) or BUY_AND_HOLD.name in names:
+            raise ValueError(f"Agent names must be unique and not {BUY_AND_HOLD.name!r}; got {names}.")
+        if not self.stocks or not self.seeds:
+            raise ValueError("A trading experiment needs at least one stock and one seed.")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TradeConfig:
+        try:
+            return cls.from_dict(YAML(typ="safe", pure=True).load(Path(path).read_text()))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: {e}") from e
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TradeConfig:
+        unknown = set(raw) - {"csv_dir", "stocks", "factors", "env", "agents", "seeds", "segments"}
+        if unknown:
+            raise ValueError(f"unknown keys {sorted(unknown)}.")
+        missing = {"csv_dir", "stocks", "factors"} - set(raw)
+        if missing:
+            raise ValueError(f"missing keys {sorted(missing)}.")
+        return cls(
+            csv_dir=Path(raw["csv_dir"]).expanduser(),
+            stocks=[str(s).upper() for s in raw["stocks"]],
+            factors={k: str(v) for k, v in raw["factors"].items()},
+            env=EnvConfig(**(raw.get("env") or {})),
+            agents=[AgentSpec(**agent) for agent in raw.get("agents") or []],
+            seeds=[int(s) for s in raw.get("seeds", [0, 1, 2])],
+            segments=Segments.from_config(raw["segments"]) if raw.get("segments") else None,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "csv_dir": str(self.csv_dir.resolve()),
+            "stocks": self.stocks,
+            "factors": {kind: str(Path(source).expanduser().resolve()) for kind, source in self.factors.items()},
+            "env": asdict(self.env),
+            "agents": [asdict(a) for a in self.agents],
+            "seeds": self.seeds,
+            "segments": self.segments.to_config() if self.segments else None,
+        }
+
+
+# -- factors ------------------------------------------------------------------------------------------
+
+
+def _factor_store(cfg: TradeConfig, out: Path) -> tuple[Path, Segments]:
+    """The factor store to read and the segments it was trained with (config segments win)."""
+    kind, source = next(iter(cfg.factors.items()))
+    if kind == "path":
+        path = Path(source).expanduser()
+    else:
+        path = out / "factors.h5"
+        if path.is_file():
+            log.info("factors: reusing %s", path)
+        else:
+            run_dir = Path(source) if kind == "run" else _train_storm(Path(source), out / "storm")
+            from storm_bt.factor_export import export_run_factors
+
+            log.info("factors: exporting STORM embeddings of %s to %s", run_dir, path)
+            export_run_factors(run_dir, path)
+    with FactorStore(path) as store:
+        trained_on = store.attrs.get("segments")
+    if cfg.segments is not None:
+        return path, cfg.segments
+    if not trained_on:
+        raise ValueError(f"{path} does not record the segments STORM was trained with; set `segments` in the config.")
+    return path, Segments.from_config(json.loads(trained_on) if isinstance(trained_on, str) else trained_on)
+
+
+def _train_storm(workflow: Path, run_dir: Path) -> Path:
+    """Train STORM with qrun (once: a finished run in ``run_dir`` is reused)."""
+    provider = Path(str(load_workflow(workflow)["qlib_init"]["provider_uri"])).expanduser()
+    if not (provider / "calendars").is_dir():
+        raise FileNotFoundError(
+            f"The workflow {workflow} reads the Qlib provider {provider}, which does not exist; build it with "
+            f"`storm-bt data ingest --csv-dir <CSV folder> --qlib-dir {provider}`."
+        )
+    if (run_dir / "mlruns.db").is_file() and (run_dir / "qrun.done").is_file():
+        log.info("factors: reusing the STORM run in %s", run_dir)
+        return run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log.info("factors: training STORM with qrun %s (log: %s)", workflow, run_dir / "qrun.log")
+    run_qrun(workflow, cwd=run_dir, log_path=run_dir / "qrun.log")
+    (run_dir / "qrun.done").touch()
+    return run_dir
+
+
+# -- markets --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Splits:
+    train: StockMarket
+    valid: StockMarket
+    test: StockMarket
+
+
+def _markets(cfg: TradeConfig, store_path: Path, segments: Segments) -> dict[tuple[str, str], _Splits]:
+    """(stock, state) -> train/valid/test markets, features scaled with train statistics only."""
+    bars = load_bars(cfg.csv_dir, cfg.stocks)
+    out = {}
+    with FactorStore(store_path) as store:
+        for stock in cfg.stocks:
+            first, last = segments.train[0], segments.test[1]
+            days = bars[stock].loc[first:last].index
+            states = {"prices": price_states(bars[stock]), "factors": factor_states(store, stock, days)}
+            for state, frame in states.items():
+                market = StockMarket.build(stock, bars[stock], frame)
+                parts = {name: market.between(a, b) for name, (a, b) in segments.items()}
+                scaler = FeatureScaler.fit(parts["train"].features)
+                out[stock, state] = _Splits(**{name: part.scaled(scaler) for name, part in parts.items()})
+    return out
+
+
+def _agent_dir(out: Path, stock: str, agent: AgentSpec, seed: int) -> Path:
+    return out / "agents" / stock / agent.name / f"seed{seed}"
+
+
+def _trained(agent_dir: Path, spec: AgentSpec, seed: int, env: EnvConfig, splits: _Splits) -> bool:
+    """A finished agent of the same spec, seed, rules and dates is reused."""
+    record_path = agent_dir / "agent.json"
+    if not (record_path.is_file() and (agent_dir / "best.zip").is_file()):
+        return False
+    record = json.loads(record_path.read_text())
+    dates = [f"{splits.train.dates[0]:%Y-%m-%d}", f"{splits.train.dates[-1]:%Y-%m-%d}"]
+    return (
+        record["spec"] == json.loads(json.dumps(asdict(spec)))
+        and record["seed"] == seed
+        and record["env"] == asdict(spec.env_config(env))
+        and record["train"] == dates
+    )
+
+
+# -- stages ---------------------------------------------------------------------------------------------
+
+
+def train_agents(cfg: TradeConfig, out: str | Path) -> None:
+    """Factors, then every (stock, agent, seed) trained and selected on valid, under ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    store_path, segments = _factor_store(cfg, out)
+    manifest = {
+        "config": cfg.to_dict(),
+        "factor_store": str(store_path.resolve()),
+        "segments": segments.to_config(),
+        "versions": {name: version(name) for name in VERSIONED},
+    }
+    atomic_write_text(out / "trade.json", json.dumps(manifest, indent=2))
+    markets = _markets(cfg, store_path, segments)
+    jobs = [(stock, agent, seed) for stock in cfg.stocks for agent in cfg.agents for seed in cfg.seeds]
+    reused = 0
+    for stock, agent, seed in tqdm(jobs, desc="agents", unit="agent"):
+        splits, agent_dir = markets[stock, agent.state], _agent_dir(out, stock, agent, seed)
+        if _trained(agent_dir, agent, seed, cfg.env, splits):
+            reused += 1
+            continue
+        train_agent(agent, splits.train, splits.valid, cfg.env, seed, agent_dir)
+    log.info("agents: %d trained, %d reused (same spec, seed, rules and dates) in %s", len(jobs) - reused, reused, out)
+
+
+def evaluate_agents(out: str | Path) -> pd.DataFrame:
+    """Every selected policy (and Buy & Hold) once over test, in the env and in backtrader.
+
+    Writes ``results.csv`` (one row per stock, agent, seed and engine), the daily values of every
+    run under ``values/`` and ``tables.md``; returns the results.
+    """
+    out = Path(out)
+    manifest_path = out / "trade.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{out} holds no trading run (no trade.json): run `storm-bt trade train` first.")
+    manifest = json.loads(manifest_path.read_text())
+    cfg = TradeConfig.from_dict(manifest["config"])
+    markets = _markets(cfg, Path(manifest["factor_store"]), Segments.from_config(manifest["segments"]))
+    rows, values = [], {}
+    runs = [(s, BUY_AND_HOLD, 0) for s in cfg.stocks]
+    runs += [(s, a, seed) for s in cfg.stocks for a in cfg.agents for seed in cfg.seeds]
+    for stock, agent, seed in tqdm(runs, desc="test", unit="run"):
+        test = markets[stock, agent.state].test
+        policy = load_policy(agent, _agent_dir(out, stock, agent, seed))
+        rules = agent.env_config(cfg.env)
+        episode = evaluate(policy, test, rules)
+        referee = replay(policy, test.dates, test.opens, test.closes, test.features, rules)
+        for engine, metrics in (("env", episode.metrics), ("backtrader", referee.metrics)):
+            rows.append({"stock": stock, "agent": agent.name, "seed": seed, "engine": engine} | metrics)
+        values[f"{stock}/{agent.name}/seed{seed}"] = pd.DataFrame(
+            {"env": episode.values, "backtrader": referee.values, "action": episode.records["action"]}
+        )
+    results = pd.DataFrame(rows)
+    atomic_write_text(out / "results.csv", results.to_csv(index=False))
+    for key, frame in values.items():
+        path = out / "values" / f"{key.replace('/', '_')}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, frame.to_csv())
+    atomic_write_text(out / "tables.md", format_tables(results, manifest))
+    return results
+
+
+def format_tables(results: pd.DataFrame, manifest: dict[str, Any] | None = None) -> str:
+    """Per-stock markdown tables: one row per agent, ``mean ± std`` over seeds, env and backtrader."""
+    lines = []
+    if manifest:
+        seg, env = manifest["segments"], manifest["config"]["env"]
+        lines += [
+            f"Test {seg['test'][0]} .. {seg['test'][1]} (train {seg['train'][0]} .. {seg['train'][1]}, "
+            f"valid {seg['valid'][0]} .. {seg['valid'][1]}); fill {env['fill']}, commission "
+            f"{env['commission_bps']} bps, slippage {env['slippage_bps']} bps; seeds "
+            f"{manifest['config']['seeds']}.",
+            "",
+        ]
+    for stock, frame in results.groupby("stock", sort=False):
+        header = "| agent | engine | " + " | ".join(METRICS) + " |"
+        lines += [f"### {stock}", "", header, "|---|---|" + "---|" * len(METRICS)]
+        for (agent, engine), runs in frame.groupby(["agent", "engine"], sort=False):
+            cells = []
+            for metric in METRICS:
+                mean, std = runs[metric].mean(), runs[metric].std(ddof=1) if len(runs) > 1 else np.nan
+                cells.append(f"{mean:.3f}" if np.isnan(std) else f"{mean:.3f} ± {std:.3f}")
+            lines.append(f"| {agent} | {engine} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
