@@ -1,4 +1,5 @@
-"""Trading-environment throughput: single env steps/s, batched VecEnv agent-steps/s, against plain Python.
+"""Trading-environment throughput: single env steps/s, batched VecEnv agent-steps/s, against plain Python;
+and backtrader bars/s when it replays a policy.
 
     python benchmarks/bench_env.py [--bars 3000] [--envs 256] [--steps 2000]
 
@@ -6,6 +7,10 @@ The reference, measured in the same run, is the same rules in plain Python: the 
 source run uninterpreted by numba (``execute.py_func``), one environment after another. Market:
 a random walk of ``--bars`` daily bars with 264-wide features (the small preset's pooled STORM
 vector). Target (issue 4): the batched env at least 100x the plain-Python reference.
+
+The replay rows run one greedy SB3 PPO policy (untrained, the MLP the agents use) over all the
+bars: once in the env (``rollout``) and once in backtrader (``replay``, factor vectors carried by
+the feed), so the gap between the two engines is measured on the same work.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ import time
 
 import numpy as np
 
+from storm_bt.bridge import replay
 from storm_bt.env import EnvConfig, TradingEnv, TradingVecEnv
 from storm_bt.env.kernel import execute
+from storm_bt.env.rollout import rollout
 
 FEATURES = 264
 
@@ -76,6 +83,25 @@ def vec_env_steps_per_s(features, opens, closes, envs: int, steps: int) -> float
     return envs * steps / (time.perf_counter() - start)
 
 
+def policy_replay_bars_per_s(features, opens, closes) -> tuple[float, float]:
+    """Bars per second of one greedy PPO policy over the whole market: (env rollout, backtrader replay)."""
+    import torch
+    from stable_baselines3 import PPO
+
+    torch.set_num_threads(1)
+    env = TradingEnv(features[0], opens[0], closes[0])
+    model = PPO("MlpPolicy", env, seed=0, device="cpu", policy_kwargs={"net_arch": [64, 64]})
+    policy = lambda observation: model.predict(observation, deterministic=True)[0]  # noqa: E731
+    dates = np.datetime64("2000-01-03") + np.arange(closes.shape[1]).astype("timedelta64[D]")
+    start = time.perf_counter()
+    rollout(env, policy)
+    in_env = closes.shape[1] / (time.perf_counter() - start)
+    start = time.perf_counter()
+    replay(policy, dates, opens[0], closes[0], features[0])
+    in_backtrader = closes.shape[1] / (time.perf_counter() - start)
+    return in_env, in_backtrader
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bars", type=int, default=3000)
@@ -90,6 +116,10 @@ def main() -> None:
     print(f"single TradingEnv (gymnasium):  {single:12,.0f} steps/s        ({single / reference:6.1f}x reference)")
     name = f"TradingVecEnv, {args.envs} envs:"
     print(f"{name:32}{batched:12,.0f} agent-steps/s  ({batched / reference:6.1f}x reference)")
+    in_env, in_backtrader = policy_replay_bars_per_s(features, opens, closes)
+    print(f"PPO policy replay, env:         {in_env:12,.0f} bars/s")
+    slower = in_env / in_backtrader
+    print(f"PPO policy replay, backtrader:  {in_backtrader:12,.0f} bars/s         ({slower:6.1f}x slower than the env)")
 
 
 if __name__ == "__main__":
