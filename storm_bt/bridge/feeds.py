@@ -37,7 +37,7 @@ class _ArrayFeed(bt.feed.DataBase):
         self.lines.open[0], self.lines.high[0] = self._bars[i, 0], self._bars[i, 1]
         self.lines.low[0], self.lines.close[0] = self._bars[i, 2], self._bars[i, 3]
         self.lines.volume[0], self.lines.openinterest[0] = self._bars[i, 4], 0.0
-        for line, value in zip(self._feature_lines, self._features[i]):
+        for line, value in zip(self._feature_lines, self._features[i], strict=True):
             line[0] = value
         return True
 
