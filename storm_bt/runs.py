@@ -15,7 +15,7 @@ from typing import Any
 
 import mlflow
 
-__all__ = ["QrunRun", "load_run"]
+__all__ = ["QrunRun", "load_artifacts", "load_run"]
 
 
 @dataclass
@@ -25,8 +25,10 @@ class QrunRun:
     model: Any  # the fitted qlib Model
 
 
-def load_run(run_dir: str | Path, run_id: str | None = None, experiment: str = "workflow") -> QrunRun:
-    """The run ``run_id`` of ``experiment`` in ``run_dir/mlruns.db``, or its latest finished run."""
+def load_artifacts(
+    run_dir: str | Path, names: tuple[str, ...], run_id: str | None = None, experiment: str = "workflow"
+) -> tuple[str, dict[str, Any]]:
+    """Unpickled artifacts ``names`` of run ``run_id`` (default: the latest finished run) in ``run_dir/mlruns.db``."""
     db = Path(run_dir) / "mlruns.db"
     if not db.exists():
         raise FileNotFoundError(f"{db} not found: pass the folder qrun ran in (it holds mlruns.db).")
@@ -42,11 +44,17 @@ def load_run(run_dir: str | Path, run_id: str | None = None, experiment: str = "
         run_id = runs[0].info.run_id
     with tempfile.TemporaryDirectory() as tmp:
         objects = {}
-        for name in ("config", "params.pkl"):
+        for name in names:
             try:
                 path = client.download_artifacts(run_id, name, tmp)
             except mlflow.exceptions.MlflowException as exc:
                 raise LookupError(f"{db}: run {run_id} has no artifact {name!r} (was it a qrun run?).") from exc
             with open(path, "rb") as fh:
                 objects[name] = pickle.load(fh)
+    return run_id, objects
+
+
+def load_run(run_dir: str | Path, run_id: str | None = None, experiment: str = "workflow") -> QrunRun:
+    """The workflow config and fitted model of a qrun run (see :func:`load_artifacts`)."""
+    run_id, objects = load_artifacts(run_dir, ("config", "params.pkl"), run_id, experiment)
     return QrunRun(run_id, objects["config"], objects["params.pkl"])

@@ -22,8 +22,9 @@ import pandas as pd
 from ruamel.yaml import YAML
 from tqdm.auto import tqdm
 
-from storm_bt.bridge import replay
+from storm_bt.bridge import Replay, replay
 from storm_bt.env.market import FeatureScaler, StockMarket, factor_states, load_bars, price_states
+from storm_bt.env.rollout import Episode
 from storm_bt.env.trading_env import EnvConfig
 from storm_bt.factors import FactorStore
 from storm_bt.io import atomic_write_text
@@ -31,7 +32,7 @@ from storm_bt.rl import BUY_AND_HOLD, AgentSpec, evaluate, load_policy, train_ag
 from storm_bt.splits import Segments
 from storm_bt.workflow import load_workflow, run_qrun
 
-__all__ = ["METRICS", "TradeConfig", "evaluate_agents", "format_tables", "train_agents"]
+__all__ = ["METRICS", "TradeConfig", "evaluate_agents", "format_tables", "replay_agent", "train_agents"]
 
 log = logging.getLogger(__name__)
 
@@ -152,12 +153,12 @@ class _Splits:
     test: StockMarket
 
 
-def _markets(cfg: TradeConfig, store_path: Path, segments: Segments) -> dict[tuple[str, str], _Splits]:
+def _markets(csv_dir: Path, stocks: list[str], store_path: Path, segments: Segments) -> dict[tuple[str, str], _Splits]:
     """(stock, state) -> train/valid/test markets, features scaled with train statistics only."""
-    bars = load_bars(cfg.csv_dir, cfg.stocks)
+    bars = load_bars(csv_dir, stocks)
     out = {}
     with FactorStore(store_path) as store:
-        for stock in cfg.stocks:
+        for stock in stocks:
             first, last = segments.train[0], segments.test[1]
             days = bars[stock].loc[first:last].index
             states = {"prices": price_states(bars[stock]), "factors": factor_states(store, stock, days)}
@@ -203,7 +204,7 @@ def train_agents(cfg: TradeConfig, out: str | Path) -> None:
         "versions": {name: version(name) for name in VERSIONED},
     }
     atomic_write_text(out / "trade.json", json.dumps(manifest, indent=2))
-    markets = _markets(cfg, store_path, segments)
+    markets = _markets(cfg.csv_dir, cfg.stocks, store_path, segments)
     jobs = [(stock, agent, seed) for stock in cfg.stocks for agent in cfg.agents for seed in cfg.seeds]
     reused = 0
     for stock, agent, seed in tqdm(jobs, desc="agents", unit="agent"):
@@ -215,6 +216,35 @@ def train_agents(cfg: TradeConfig, out: str | Path) -> None:
     log.info("agents: %d trained, %d reused (same spec, seed, rules and dates) in %s", len(jobs) - reused, reused, out)
 
 
+def _load(out: Path) -> tuple[TradeConfig, dict[str, Any]]:
+    manifest_path = out / "trade.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{out} holds no trading run (no trade.json): run `storm-bt trade train` first.")
+    manifest = json.loads(manifest_path.read_text())
+    return TradeConfig.from_dict(manifest["config"]), manifest
+
+
+def _on_test(out: Path, cfg: TradeConfig, splits: _Splits, agent: AgentSpec, seed: int) -> tuple[Episode, Replay]:
+    """The selected policy once over test: in the env, then in backtrader."""
+    test = splits.test
+    policy = load_policy(agent, _agent_dir(out, test.stock, agent, seed))
+    rules = agent.env_config(cfg.env)
+    return evaluate(policy, test, rules), replay(policy, test.dates, test.opens, test.closes, test.features, rules)
+
+
+def replay_agent(out: str | Path, stock: str, agent_name: str, seed: int) -> tuple[Episode, Replay]:
+    """One agent of a trading run over test, in the env and in backtrader."""
+    out = Path(out)
+    cfg, manifest = _load(out)
+    agents = {a.name: a for a in [BUY_AND_HOLD, *cfg.agents]}
+    if agent_name not in agents or stock not in cfg.stocks:
+        raise LookupError(f"{out} has stocks {cfg.stocks} and agents {sorted(agents)}; got {stock} / {agent_name}.")
+    agent = agents[agent_name]
+    segments = Segments.from_config(manifest["segments"])
+    markets = _markets(cfg.csv_dir, [stock], Path(manifest["factor_store"]), segments)
+    return _on_test(out, cfg, markets[stock, agent.state], agent, seed)
+
+
 def evaluate_agents(out: str | Path) -> pd.DataFrame:
     """Every selected policy (and Buy & Hold) once over test, in the env and in backtrader.
 
@@ -222,21 +252,14 @@ def evaluate_agents(out: str | Path) -> pd.DataFrame:
     run under ``values/`` and ``tables.md``; returns the results.
     """
     out = Path(out)
-    manifest_path = out / "trade.json"
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"{out} holds no trading run (no trade.json): run `storm-bt trade train` first.")
-    manifest = json.loads(manifest_path.read_text())
-    cfg = TradeConfig.from_dict(manifest["config"])
-    markets = _markets(cfg, Path(manifest["factor_store"]), Segments.from_config(manifest["segments"]))
+    cfg, manifest = _load(out)
+    segments = Segments.from_config(manifest["segments"])
+    markets = _markets(cfg.csv_dir, cfg.stocks, Path(manifest["factor_store"]), segments)
     rows, values = [], {}
     runs = [(s, BUY_AND_HOLD, 0) for s in cfg.stocks]
     runs += [(s, a, seed) for s in cfg.stocks for a in cfg.agents for seed in cfg.seeds]
     for stock, agent, seed in tqdm(runs, desc="test", unit="run"):
-        test = markets[stock, agent.state].test
-        policy = load_policy(agent, _agent_dir(out, stock, agent, seed))
-        rules = agent.env_config(cfg.env)
-        episode = evaluate(policy, test, rules)
-        referee = replay(policy, test.dates, test.opens, test.closes, test.features, rules)
+        episode, referee = _on_test(out, cfg, markets[stock, agent.state], agent, seed)
         for engine, metrics in (("env", episode.metrics), ("backtrader", referee.metrics)):
             rows.append({"stock": stock, "agent": agent.name, "seed": seed, "engine": engine} | metrics)
         values[f"{stock}/{agent.name}/seed{seed}"] = pd.DataFrame(

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +153,12 @@ def test_bad_configs_and_damaged_agents_get_clear_errors(setup, tmp_path) -> Non
         load_policy(AgentSpec(**PPO_TINY), damaged)
     assert load_policy(BUY_AND_HOLD, None)(np.zeros(3)) == 2
     assert main(["trade", "eval", "--out", str(tmp_path / "nothing")]) == 2
+
+
+def test_policy_replay_script_shows_both_engines(setup) -> None:
+    script = Path(__file__).resolve().parents[1] / "experiments" / "backtrader_policy_replay.py"
+    cmd = [sys.executable, str(script), "--run", str(setup["run"]), "--stock", "syn004", "--agent", "ppo_storm"]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    gap = float(next(line for line in done.stdout.splitlines() if "largest relative gap" in line).split(":")[1])
+    assert gap < 1e-9 and "backtrader fills" in done.stdout

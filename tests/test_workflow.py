@@ -239,3 +239,17 @@ def test_factor_export_names_a_folder_without_runs(tmp_path):
         check=False,
     )
     assert done.returncode == 2 and "mlruns.db" in done.stderr
+
+
+def test_backtrader_topk_crosscheck_script_matches_qlib(quickstart_run):
+    """The experiments script replays the run's pred.pkl in backtrader; both engines' metrics agree."""
+    script = Path(__file__).resolve().parents[1] / "experiments" / "backtrader_topk_crosscheck.py"
+    cmd = [sys.executable, str(script), "--run", str(quickstart_run), "--csv-dir", str(quickstart_run / "market")]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    qlib_row = next(line.split()[1:] for line in lines if line.startswith("qlib "))
+    backtrader_row = next(line.split()[1:] for line in lines if line.startswith("backtrader "))
+    assert qlib_row == backtrader_row  # APY, CW, CR, ASR, MDD, AVO to 4 decimals
+    gap = float(next(line for line in lines if "largest relative gap" in line).split(":")[1].split()[0])
+    assert gap < 1e-6

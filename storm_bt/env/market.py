@@ -27,7 +27,8 @@ STATES = ("factors", "prices")
 
 
 def load_bars(csv_dir: str | Path, stocks: list[str]) -> dict[str, pd.DataFrame]:
-    """Per-stock bars (date-indexed) with split- and dividend-adjusted open, high, low, close and volume."""
+    """Per-stock bars (date-indexed) with split- and dividend-adjusted open, high, low, close and volume,
+    and the adjustment ``factor`` (adj_close / close, as in the Qlib provider)."""
     panel = load_csv_dir(csv_dir, tickers=stocks)
     out = {}
     for stock, bars in panel.groupby("instrument"):
@@ -35,6 +36,7 @@ def load_bars(csv_dir: str | Path, stocks: list[str]) -> dict[str, pd.DataFrame]
         factor = bars["adj_close"] / bars["close"]
         adjusted = bars[["open", "high", "low", "close"]].mul(factor, axis=0)
         adjusted["volume"] = bars["volume"] / factor
+        adjusted["factor"] = factor
         out[str(stock)] = adjusted
     return out
 
