@@ -143,11 +143,30 @@ class FactorStore:
             raise FactorStoreError(f"{self.path}: no embedding {name!r}; it holds {[*self.names(), 'present']}.")
         return self._h5[name][self.rows(start, end)]
 
-    def pooled(self, instrument: str, start=None, end=None) -> pd.DataFrame:
-        """One stock's pooled vectors as a frame indexed by date (NaN rows where it does not trade)."""
+    def _column(self, instrument: str) -> int:
         if instrument not in self.instruments:
             raise FactorStoreError(f"{self.path}: unknown instrument {instrument!r}; the store has {self.instruments}.")
-        rows, col = self.rows(start, end), self.instruments.index(instrument)
+        return self.instruments.index(instrument)
+
+    def pooled(self, instrument: str, start=None, end=None) -> pd.DataFrame:
+        """One stock's pooled vectors as a frame indexed by date (NaN rows where it does not trade)."""
+        rows, col = self.rows(start, end), self._column(instrument)
         values = self._h5["pooled"][rows, col].astype(np.float64)
+        values[~self._h5["present"][rows, col]] = np.nan
+        return pd.DataFrame(values, index=self.dates[rows])
+
+    def tokens(self, instrument: str, start=None, end=None) -> pd.DataFrame:
+        """One stock's full token set per date, flattened: its TS tokens, then the day's CS tokens (the
+        paper's RL state); NaN rows where it does not trade. A single-branch store gives its one branch."""
+        col = self._column(instrument)
+        rows = self.rows(start, end)
+        parts = []
+        if "ts_tokens" in self._h5:
+            ts = self._h5["ts_tokens"][rows, :, col]  # (D, T/p, 2d): h5py reads only this stock's column
+            parts.append(ts.reshape(len(ts), -1))
+        if "cs_tokens" in self._h5:
+            cs = self._h5["cs_tokens"][rows]
+            parts.append(cs.reshape(len(cs), -1))
+        values = np.concatenate(parts, axis=1).astype(np.float64)
         values[~self._h5["present"][rows, col]] = np.nan
         return pd.DataFrame(values, index=self.dates[rows])

@@ -25,7 +25,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
 from storm_bt.env.kernel import ACTION_BUY_ALL
-from storm_bt.env.market import StockMarket
+from storm_bt.env.market import STATES, StockMarket
 from storm_bt.env.rollout import Episode, rollout
 from storm_bt.env.trading_env import EnvConfig, TradingEnv
 from storm_bt.env.vec_env import TradingVecEnv
@@ -52,7 +52,7 @@ class AgentSpec:
 
     name: str
     algo: str  # ppo | dqn | sac | buy_and_hold
-    state: str = "factors"  # factors (STORM) | prices (no STORM)
+    state: str = "factors"  # factors (pooled STORM vector) | tokens (STORM's full token set) | prices (no STORM)
     timesteps: int = 50_000
     n_envs: int = 8  # parallel training accounts (random start dates)
     episode_length: int = 252  # bars per training episode
@@ -62,8 +62,8 @@ class AgentSpec:
     def __post_init__(self) -> None:
         if self.algo not in ACTIONS:
             raise ValueError(f"Agent {self.name!r}: algo must be one of {sorted(ACTIONS)}, got {self.algo!r}.")
-        if self.state not in ("factors", "prices"):
-            raise ValueError(f"Agent {self.name!r}: state must be 'factors' or 'prices', got {self.state!r}.")
+        if self.state not in STATES:
+            raise ValueError(f"Agent {self.name!r}: state must be one of {STATES}, got {self.state!r}.")
         if self.algo != "buy_and_hold" and (self.timesteps < 1 or self.eval_every < 1 or self.n_envs < 1):
             raise ValueError(f"Agent {self.name!r}: timesteps, eval_every and n_envs must be positive.")
 

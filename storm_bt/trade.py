@@ -153,16 +153,22 @@ class _Splits:
     test: StockMarket
 
 
-def _markets(csv_dir: Path, stocks: list[str], store_path: Path, segments: Segments) -> dict[tuple[str, str], _Splits]:
-    """(stock, state) -> train/valid/test markets, features scaled with train statistics only."""
+def _markets(
+    csv_dir: Path, stocks: list[str], store_path: Path, segments: Segments, needed: set[str]
+) -> dict[tuple[str, str], _Splits]:
+    """(stock, state) -> train/valid/test markets for the ``needed`` states, scaled with train statistics only."""
     bars = load_bars(csv_dir, stocks)
     out = {}
     with FactorStore(store_path) as store:
         for stock in stocks:
             first, last = segments.train[0], segments.test[1]
             days = bars[stock].loc[first:last].index
-            states = {"prices": price_states(bars[stock]), "factors": factor_states(store, stock, days)}
-            for state, frame in states.items():
+            for state in needed:
+                frame = (
+                    price_states(bars[stock])
+                    if state == "prices"
+                    else factor_states(store, stock, days, state == "tokens")
+                )
                 market = StockMarket.build(stock, bars[stock], frame)
                 parts = {name: market.between(a, b) for name, (a, b) in segments.items()}
                 scaler = FeatureScaler.fit(parts["train"].features)
@@ -204,7 +210,7 @@ def train_agents(cfg: TradeConfig, out: str | Path) -> None:
         "versions": {name: version(name) for name in VERSIONED},
     }
     atomic_write_text(out / "trade.json", json.dumps(manifest, indent=2))
-    markets = _markets(cfg.csv_dir, cfg.stocks, store_path, segments)
+    markets = _markets(cfg.csv_dir, cfg.stocks, store_path, segments, {a.state for a in cfg.agents})
     jobs = [(stock, agent, seed) for stock in cfg.stocks for agent in cfg.agents for seed in cfg.seeds]
     reused = 0
     for stock, agent, seed in tqdm(jobs, desc="agents", unit="agent"):
@@ -241,7 +247,7 @@ def replay_agent(out: str | Path, stock: str, agent_name: str, seed: int) -> tup
         raise LookupError(f"{out} has stocks {cfg.stocks} and agents {sorted(agents)}; got {stock} / {agent_name}.")
     agent = agents[agent_name]
     segments = Segments.from_config(manifest["segments"])
-    markets = _markets(cfg.csv_dir, [stock], Path(manifest["factor_store"]), segments)
+    markets = _markets(cfg.csv_dir, [stock], Path(manifest["factor_store"]), segments, {agent.state})
     return _on_test(out, cfg, markets[stock, agent.state], agent, seed)
 
 
@@ -254,7 +260,8 @@ def evaluate_agents(out: str | Path) -> pd.DataFrame:
     out = Path(out)
     cfg, manifest = _load(out)
     segments = Segments.from_config(manifest["segments"])
-    markets = _markets(cfg.csv_dir, cfg.stocks, Path(manifest["factor_store"]), segments)
+    states = {a.state for a in [BUY_AND_HOLD, *cfg.agents]}
+    markets = _markets(cfg.csv_dir, cfg.stocks, Path(manifest["factor_store"]), segments, states)
     rows, values = [], {}
     runs = [(s, BUY_AND_HOLD, 0) for s in cfg.stocks]
     runs += [(s, a, seed) for s in cfg.stocks for a in cfg.agents for seed in cfg.seeds]

@@ -46,6 +46,10 @@ def test_round_trip_matches_the_model_and_reads_by_date(model, panel, tmp_path):
         np.testing.assert_array_equal(got["cs_codes"], emb.cs_codes[0].numpy())
         assert store.read("pooled", panel.dates[10], panel.dates[19]).shape[0] == 10
         assert store.read("pooled", "1990-01-01", "1990-12-31").shape[0] == 0
+        tokens = store.tokens("S03", panel.dates[day], panel.dates[day]).iloc[0].to_numpy()
+        expected = np.concatenate([emb.ts_tokens[0, :, 3].numpy().ravel(), emb.cs_tokens[0].numpy().ravel()])
+        np.testing.assert_allclose(tokens, expected, rtol=1e-5, atol=1e-6)
+        assert store.tokens("S02").iloc[40].isna().all()
         pooled = store.pooled("S02")
         assert pooled.iloc[40].isna().all() and pooled.drop(index=panel.dates[40]).notna().all().all()
         with pytest.raises(FactorStoreError, match="unknown instrument 'ZZZ'"):

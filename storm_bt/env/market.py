@@ -3,6 +3,7 @@
 Two kinds of state, built for the same dates so that agents differ only in what they see:
 
 * ``factors``: STORM's pooled factor vector of the stock (read from a factor store);
+* ``tokens``: STORM's full token set for the stock (its TS tokens and the day's CS tokens);
 * ``prices``: a handful of price and volume features (the "no STORM" baseline), each computed
   from bars up to and including the date, never after.
 
@@ -23,7 +24,7 @@ from storm_bt.factors import FactorStore
 
 __all__ = ["FeatureScaler", "StockMarket", "factor_states", "load_bars", "price_states"]
 
-STATES = ("factors", "prices")
+STATES = ("factors", "tokens", "prices")
 
 
 def load_bars(csv_dir: str | Path, stocks: list[str]) -> dict[str, pd.DataFrame]:
@@ -59,16 +60,17 @@ def price_states(bars: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(features, index=bars.index).replace([np.inf, -np.inf], np.nan).fillna(0.0)
 
 
-def factor_states(store: FactorStore, stock: str, dates: pd.DatetimeIndex) -> pd.DataFrame:
-    """The stock's pooled STORM vectors on ``dates``; every date must be in the store."""
-    pooled = store.pooled(stock, dates[0], dates[-1])
-    missing = dates.difference(pooled.dropna().index)
+def factor_states(store: FactorStore, stock: str, dates: pd.DatetimeIndex, tokens: bool = False) -> pd.DataFrame:
+    """The stock's STORM state on ``dates``: the pooled vector, or with ``tokens`` its full token set
+    (its TS tokens and the day's CS tokens, as in the paper); every date must be in the store."""
+    states = (store.tokens if tokens else store.pooled)(stock, dates[0], dates[-1])
+    missing = dates.difference(states.dropna().index)
     if len(missing):
         raise ValueError(
             f"The factor store has no {stock} factors for {len(missing)} trading date(s), first "
             f"{missing[0].date()}; export factors over the whole range (storm-bt factors export)."
         )
-    return pooled.loc[dates]
+    return states.loc[dates]
 
 
 @dataclass(frozen=True)
