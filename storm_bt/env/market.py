@@ -8,7 +8,8 @@ Two kinds of state, built for the same dates so that agents differ only in what 
   from bars up to and including the date, never after.
 
 Features are standardised with the mean and standard deviation of the *train* segment only
-(:class:`FeatureScaler`), and the scaler travels with the agent so replays see the same numbers.
+(:class:`FeatureScaler`); evaluation and replays refit it on that same segment, so they see the
+numbers the agent was trained on.
 """
 
 from __future__ import annotations
@@ -87,14 +88,6 @@ class FeatureScaler:
 
     def transform(self, features: np.ndarray) -> np.ndarray:
         return ((features - self.mean) / self.std).astype(np.float32)
-
-    def save(self, path: str | Path) -> None:
-        np.savez(path, mean=self.mean, std=self.std)
-
-    @classmethod
-    def load(cls, path: str | Path) -> FeatureScaler:
-        with np.load(path) as data:
-            return cls(data["mean"], data["std"])
 
 
 @dataclass(frozen=True)
