@@ -118,6 +118,12 @@ def _trade_run(args: argparse.Namespace) -> None:
     _trade_eval(args)
 
 
+def _report(args: argparse.Namespace) -> None:
+    from storm_bt.report import write_report
+
+    log.info("Report written to %s", write_report(args.run, args.out))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``storm-bt`` argument parser (exposed for the documentation and the tests)."""
     parser = argparse.ArgumentParser(
@@ -197,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", required=True, help="trading YAML, e.g. experiments/trading_dj30.yaml")
         p.add_argument("--out", required=True, help="run folder (reused: finished stages are not redone)")
         p.set_defaults(func=func)
+    p = sub.add_parser("report", help="HTML report with figures for a qrun run folder and/or a trading run folder")
+    p.add_argument("run", help="folder qrun ran in (mlruns.db) and/or a `storm-bt trade` run folder")
+    p.add_argument("--out", help="folder for report.html and the PNGs (default: RUN/report)")
+    p.set_defaults(func=_report)
+
     p = trade.add_parser("eval", help="every selected policy and Buy & Hold once over test: env and backtrader")
     p.add_argument("--out", required=True, help="run folder written by `storm-bt trade train`")
     p.set_defaults(func=_trade_eval)

@@ -270,7 +270,12 @@ def evaluate_agents(out: str | Path) -> pd.DataFrame:
         for engine, metrics in (("env", episode.metrics), ("backtrader", referee.metrics)):
             rows.append({"stock": stock, "agent": agent.name, "seed": seed, "engine": engine} | metrics)
         values[f"{stock}/{agent.name}/seed{seed}"] = pd.DataFrame(
-            {"env": episode.values, "backtrader": referee.values, "action": episode.records["action"]}
+            {
+                "env": episode.values,
+                "backtrader": referee.values,
+                "shares": episode.records["shares"],
+                "action": episode.records["action"],
+            }
         )
     results = pd.DataFrame(rows)
     atomic_write_text(out / "results.csv", results.to_csv(index=False))

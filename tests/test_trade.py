@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from report_checks import check_report
 from ruamel.yaml import YAML
 from test_trainer import CFG, STOCKS, WINDOW
 
@@ -162,3 +163,9 @@ def test_policy_replay_script_shows_both_engines(setup) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     gap = float(next(line for line in done.stdout.splitlines() if "largest relative gap" in line).split(":")[1])
     assert gap < 1e-9 and "backtrader fills" in done.stdout
+
+
+def test_report_of_a_trading_run_has_rendered_figures(setup) -> None:
+    assert main(["report", str(setup["run"])]) == 0
+    check_report(setup["run"] / "report" / "report.html", {"trading_SYN001", "trading_SYN004"})
+    assert main(["report", str(setup["root"] / "nowhere")]) == 2

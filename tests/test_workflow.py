@@ -14,6 +14,7 @@ import pytest
 import qlib
 from qlib.data.dataset.handler import DataHandlerLP
 from qlib.utils import init_instance_by_config
+from report_checks import check_report
 
 from handlers import label_horizon
 from storm_bt.data.calendar import nyse_sessions
@@ -253,3 +254,15 @@ def test_backtrader_topk_crosscheck_script_matches_qlib(quickstart_run):
     assert qlib_row == backtrader_row  # APY, CW, CR, ASR, MDD, AVO to 4 decimals
     gap = float(next(line for line in lines if "largest relative gap" in line).split(":")[1].split()[0])
     assert gap < 1e-6
+
+
+def test_report_of_the_quickstart_run_has_rendered_figures(quickstart_run, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "storm_bt.cli", "report", str(quickstart_run), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = {"equity_drawdown", "rank_ic", "turnover_holdings", "codebook_usage"}
+    check_report(tmp_path / "report.html", expected)
