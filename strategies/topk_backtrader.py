@@ -1,5 +1,6 @@
 """TopK-Drop in backtrader, decision for decision the rules of ``WeeklyTopkDropoutStrategy`` in Qlib's
-backtest, so that a Qlib ``pred.pkl`` can be replayed by a second engine as a cross-check.
+backtest (the same :func:`topk_drop_swaps`), so that a Qlib ``pred.pkl`` can be replayed by a
+second engine as a cross-check of the execution and accounting.
 
 On a rebalance session t (the first of each ISO week, or every session), with the scores of the
 session before: rank held names and the best non-held candidates, sell the held names among the
@@ -14,6 +15,8 @@ import math
 
 import backtrader as bt
 import pandas as pd
+
+from strategies.topk_weekly import topk_drop_swaps
 
 __all__ = ["TopkDropBacktrader"]
 
@@ -62,13 +65,9 @@ class TopkDropBacktrader(bt.Strategy):
 
     def _rebalance(self, score: pd.Series) -> None:
         held_names = [name for name, data in self.feeds.items() if self.getposition(data).size]
-        held = score.reindex(held_names).sort_values(ascending=False).index
-        candidates = score[~score.index.isin(held)].sort_values(ascending=False).index
-        candidates = candidates[: max(0, self.p.n_drop + self.p.topk - len(held))]
-        ranked = score.reindex(held.union(candidates)).sort_values(ascending=False).index
-        worst = ranked[len(ranked) - self.p.n_drop :] if self.p.n_drop else ranked[:0]
+        held, to_sell, candidates = topk_drop_swaps(score, held_names, self.p.topk, self.p.n_drop)
         cash, sold = self.broker.getcash(), 0
-        for name in held[held.isin(worst)]:
+        for name in to_sell:
             data = self.feeds[name]
             size = self.getposition(data).size
             cash += size * data.close[0] * (1 - self.p.cost)

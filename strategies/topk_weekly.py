@@ -17,9 +17,24 @@ import pandas as pd
 from qlib.backtest.decision import Order, OrderDir, TradeDecisionWO
 from qlib.contrib.strategy.signal_strategy import BaseSignalStrategy
 
-__all__ = ["WeeklyTopkDropoutStrategy"]
+__all__ = ["WeeklyTopkDropoutStrategy", "topk_drop_swaps"]
 
 REBALANCE = ("weekly", "daily")
+
+
+def topk_drop_swaps(score: pd.Series, held: list[str], topk: int, n_drop: int) -> tuple[pd.Index, pd.Index, pd.Index]:
+    """TopK-Drop's choice for one rebalance: ``(held, to_sell, candidates)``.
+
+    ``held`` ranked by score (unscored names last); ``to_sell`` the held names among the ``n_drop``
+    worst of held + best non-held candidates; ``candidates`` the best non-held names, best first.
+    Whether a sell executes, and so how many candidates are bought, is the caller's to decide.
+    """
+    held = score.reindex(held).sort_values(ascending=False).index
+    candidates = score[~score.index.isin(held)].sort_values(ascending=False).index
+    candidates = candidates[: max(0, n_drop + topk - len(held))]
+    ranked = score.reindex(held.union(candidates)).sort_values(ascending=False).index
+    worst = ranked[len(ranked) - n_drop :] if n_drop else ranked[:0]
+    return held, held[held.isin(worst)], candidates
 
 
 class WeeklyTopkDropoutStrategy(BaseSignalStrategy):
@@ -73,13 +88,9 @@ class WeeklyTopkDropoutStrategy(BaseSignalStrategy):
             score = score.iloc[:, 0]
         score = score.dropna()
         position = copy.deepcopy(self.trade_position)
-        held = score.reindex(position.get_stock_list()).sort_values(ascending=False).index  # unscored names last
-        candidates = score[~score.index.isin(held)].sort_values(ascending=False).index
-        candidates = candidates[: max(0, self.n_drop + self.topk - len(held))]
-        ranked = score.reindex(held.union(candidates)).sort_values(ascending=False).index
-        worst = ranked[len(ranked) - self.n_drop :] if self.n_drop else ranked[:0]
+        held, to_sell, candidates = topk_drop_swaps(score, position.get_stock_list(), self.topk, self.n_drop)
         sells, cash = [], position.get_cash()
-        for code in held[held.isin(worst)]:
+        for code in to_sell:
             if not self._tradable(code, start, end, OrderDir.SELL):
                 continue
             if position.get_stock_count(code, bar=self.trade_calendar.get_freq()) < self.hold_thresh:

@@ -3,10 +3,11 @@ portfolio backtest, to cross-check Qlib's account curve."""
 
 from __future__ import annotations
 
-import backtrader as bt
 import pandas as pd
 
+from storm_bt.bridge.broker import make_cerebro
 from storm_bt.bridge.feeds import factor_feed
+from storm_bt.env.trading_env import EnvConfig
 from strategies.topk_backtrader import TopkDropBacktrader
 
 __all__ = ["replay_topk"]
@@ -38,11 +39,7 @@ def replay_topk(
     if first < 0 or last >= len(calendar):
         raise ValueError(f"The bars must cover the session before {start.date()} and the one after {end.date()}.")
     dates = calendar[first : last + 1]
-    cerebro = bt.Cerebro(stdstats=False)
-    cerebro.broker.setcash(account)
-    cerebro.broker.setcommission(commission=cost, commtype=bt.CommInfoBase.COMM_PERC, stocklike=True, percabs=True)
-    cerebro.broker.set_coc(True)
-    cerebro.broker.set_checksubmit(False)
+    cerebro = make_cerebro(EnvConfig(initial_cash=account, commission_bps=cost * 1e4, slippage_bps=0.0, fill="close"))
     for name, frame in sorted(bars.items()):
         window = frame.reindex(dates)
         if window[["open", "close"]].isna().any().any():

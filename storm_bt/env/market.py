@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from storm_bt.data.csv_source import load_csv_dir
+from storm_bt.data.provider import provider_fields
 from storm_bt.factors import FactorStore
 
 __all__ = ["FeatureScaler", "StockMarket", "factor_states", "load_bars", "price_states"]
@@ -31,16 +32,12 @@ STATES = ("factors", "tokens", "prices")
 def load_bars(csv_dir: str | Path, stocks: list[str]) -> dict[str, pd.DataFrame]:
     """Per-stock bars (date-indexed) with split- and dividend-adjusted open, high, low, close and volume,
     and the adjustment ``factor`` (adj_close / close, as in the Qlib provider)."""
-    panel = load_csv_dir(csv_dir, tickers=stocks)
-    out = {}
-    for stock, bars in panel.groupby("instrument"):
-        bars = bars.set_index("date")
-        factor = bars["adj_close"] / bars["close"]
-        adjusted = bars[["open", "high", "low", "close"]].mul(factor, axis=0)
-        adjusted["volume"] = bars["volume"] / factor
-        adjusted["factor"] = factor
-        out[str(stock)] = adjusted
-    return out
+    fields = provider_fields(load_csv_dir(csv_dir, tickers=stocks))
+    names = ("open", "high", "low", "close", "volume", "factor")
+    return {
+        str(stock): pd.DataFrame({name: fields[name][stock] for name in names}).dropna(subset=["close"])
+        for stock in fields["close"].columns
+    }
 
 
 def price_states(bars: pd.DataFrame) -> pd.DataFrame:
