@@ -1,6 +1,6 @@
 """``storm-bt report RUN``: one self-contained HTML page (figures embedded) plus the PNGs, for a
 qrun run folder (portfolio backtest, factor quality, codebook usage) and/or a trading run folder
-(per-stock equity with fills, env vs backtrader).
+(per-stock equity with fills, env vs backtrader), in RUN itself or in RUN/trading (the quickstart's).
 """
 
 from __future__ import annotations
@@ -125,10 +125,13 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     sections = []
     if (run_dir / "mlruns.db").is_file():
         sections.append(("Portfolio management (qrun)", *portfolio_figures(run_dir, out)))
-    if (run_dir / "results.csv").is_file():
-        sections.append(("Algorithmic trading", *trading_figures(run_dir, out)))
+    trading = next((d for d in (run_dir, run_dir / "trading") if (d / "results.csv").is_file()), None)
+    if trading is not None:
+        sections.append(("Algorithmic trading", *trading_figures(trading, out)))
     if not sections:
-        raise FileNotFoundError(f"{run_dir} holds neither a qrun run (mlruns.db) nor a trading run (results.csv).")
+        raise FileNotFoundError(
+            f"{run_dir} holds neither a qrun run (mlruns.db) nor a trading run (results.csv, here or in trading/)."
+        )
     body = [f"<h1>storm_bt report: {html.escape(str(run_dir.resolve()))}</h1>"]
     for title, figures, table in sections:
         body += [f"<h2>{html.escape(title)}</h2>", table.to_html(float_format="{:.4f}".format)]

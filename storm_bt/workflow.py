@@ -10,8 +10,11 @@ from __future__ import annotations
 import copy
 import io
 import logging
+import os
+import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,8 @@ from storm_bt.splits import Segments
 __all__ = ["latest_metrics", "load_workflow", "retarget", "run_qrun", "workflow_segments", "write_workflow"]
 
 log = logging.getLogger(__name__)
+
+EPOCH_LINE = re.compile(r"^epoch \d+: loss ")
 
 
 def load_workflow(path: str | Path) -> dict[str, Any]:
@@ -104,15 +109,29 @@ def write_workflow(config: dict[str, Any], path: str | Path) -> Path:
     return Path(path)
 
 
-def run_qrun(workflow_path: str | Path, cwd: str | Path, log_path: str | Path) -> None:
-    """Run ``qrun`` on ``workflow_path`` in ``cwd`` (where its ``mlruns.db`` lands), logging to ``log_path``."""
+def run_qrun(
+    workflow_path: str | Path, cwd: str | Path, log_path: str | Path, progress: Callable[[str], None] | None = None
+) -> None:
+    """Run ``qrun`` on ``workflow_path`` in ``cwd`` (where its ``mlruns.db`` lands), logging to ``log_path``.
+
+    Each finished training epoch (the trainer's ``epoch N: ...`` line) is passed to ``progress``,
+    so a long qrun is not silent. Progress bars in the log refresh every few seconds only.
+    """
     cmd = [sys.executable, "-m", "qlib.cli.run", str(Path(workflow_path).resolve())]
-    with open(log_path, "w") as fh:
-        done = subprocess.run(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, check=False)
-    if done.returncode != 0:
-        tail = Path(log_path).read_text().splitlines()[-25:]
+    env = os.environ | {"TQDM_MININTERVAL": "5"}
+    with (
+        open(log_path, "wb") as fh,
+        subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) as proc,
+    ):
+        for line in proc.stdout:
+            fh.write(line)
+            shown = line.split(b"\r")[-1].decode(errors="replace").strip()
+            if progress is not None and EPOCH_LINE.match(shown):
+                progress(shown)
+    if proc.returncode != 0:
+        tail = Path(log_path).read_text(errors="replace").splitlines()[-25:]
         raise RuntimeError(
-            f"qrun failed with exit code {done.returncode}; last lines of {log_path}:\n" + "\n".join(tail)
+            f"qrun failed with exit code {proc.returncode}; last lines of {log_path}:\n" + "\n".join(tail)
         )
 
 
