@@ -87,6 +87,8 @@ def _quickstart(args: argparse.Namespace) -> None:
         days=args.days,
         seed=args.seed,
         workflow=Path(args.workflow) if args.workflow else default_workflow_path(),
+        trade_stock=args.trade_stock,
+        agent_steps=args.agent_steps,
     )
     metrics = run_quickstart(cfg)
     shown = metrics.reindex([k for k in KEY_METRICS if k in metrics.index])
@@ -116,6 +118,13 @@ def _trade_eval(args: argparse.Namespace) -> None:
 def _trade_run(args: argparse.Namespace) -> None:
     _trade_train(args)
     _trade_eval(args)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from storm_bt.evaluate import EvalConfig, run_evaluation
+
+    tables = run_evaluation(EvalConfig.from_yaml(args.config), args.out)
+    log.info("Tables (%s):\n%s", Path(args.out) / "tables.md", tables)
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -180,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=750)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workflow", help="workflow YAML to retarget (default: experiments/workflow_storm_small_dj30.yaml)")
+    p.add_argument("--trade-stock", help="the stock PPO learns to trade (default: the first ticker)")
+    p.add_argument("--agent-steps", type=int, default=20_000, help="PPO training steps")
     p.set_defaults(func=_quickstart)
 
     factors = sub.add_parser("factors", help="STORM factor embeddings per (date, stock)").add_subparsers(
@@ -203,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", required=True, help="trading YAML, e.g. experiments/trading_dj30.yaml")
         p.add_argument("--out", required=True, help="run folder (reused: finished stages are not redone)")
         p.set_defaults(func=func)
+    p = sub.add_parser("evaluate", help="the paper's tables: models, baselines and ablations over several seeds")
+    p.add_argument("--config", required=True, help="evaluation YAML, e.g. experiments/evaluate_dj30.yaml")
+    p.add_argument("--out", required=True, help="output folder (a rerun reuses every finished run in it)")
+    p.set_defaults(func=_evaluate)
+
     p = sub.add_parser("report", help="HTML report with figures for a qrun run folder and/or a trading run folder")
     p.add_argument("run", help="folder qrun ran in (mlruns.db) and/or a `storm-bt trade` run folder")
     p.add_argument("--out", help="folder for report.html and the PNGs (default: RUN/report)")

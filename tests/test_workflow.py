@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -80,6 +81,8 @@ def _quickstart(run_dir: Path) -> subprocess.CompletedProcess:
         "30",
         "--days",
         "750",
+        "--agent-steps",
+        "4000",
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -87,10 +90,43 @@ def _quickstart(run_dir: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def quickstart_run(tmp_path_factory) -> Path:
+def quickstart_first(tmp_path_factory) -> tuple[Path, str]:
     run_dir = tmp_path_factory.mktemp("quickstart")
-    _quickstart(run_dir)
-    return run_dir
+    return run_dir, _quickstart(run_dir).stderr
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(quickstart_first) -> Path:
+    return quickstart_first[0]
+
+
+def test_quickstart_shows_every_stage_and_training_progress(quickstart_first):
+    _, log = quickstart_first
+    for stage in range(1, 8):
+        assert f"[{stage}/7] " in log
+    epochs = re.findall(r"epoch (\d+): loss [\d.]+  valid RankIC", log)
+    assert epochs and epochs == [str(e) for e in range(1, len(epochs) + 1)]  # one line per finished epoch
+
+
+def test_quickstart_trades_one_stock_in_the_env_and_in_backtrader(quickstart_run):
+    """Factors exported, PPO trained and selected, replayed on test in both engines, report written."""
+    with FactorStore(quickstart_run / "factors.h5") as store:
+        assert store.attrs["segments"]  # the segments STORM was trained with travel with the factors
+    trading = quickstart_run / "trading"
+    results = pd.read_csv(trading / "results.csv")
+    assert set(results["agent"]) == {"buy_and_hold", "ppo_storm"} and results["stock"].nunique() == 1
+    (stock,) = results["stock"].unique()
+    env = results[results["engine"] == "env"].set_index("agent")[["APY", "CW", "MDD"]]
+    referee = results[results["engine"] == "backtrader"].set_index("agent")[["APY", "CW", "MDD"]]
+    np.testing.assert_allclose(env.to_numpy(), referee.loc[env.index].to_numpy(), rtol=1e-9)
+    values = pd.read_csv(trading / "values" / f"{stock}_ppo_storm_seed0.csv", index_col=0, parse_dates=True)
+    segments = Segments.from_config(json.loads((trading / "trade.json").read_text())["segments"])
+    assert values.index[0] >= segments.test[0] and values.index[-1] <= segments.test[1]  # test segment only
+    assert (quickstart_run / "trading" / "agents" / stock / "ppo_storm" / "seed0" / "best.zip").is_file()
+    check_report(
+        quickstart_run / "report" / "report.html",
+        {"equity_drawdown", "rank_ic", "turnover_holdings", "codebook_usage", f"trading_{stock}"},
+    )
 
 
 def test_quickstart_runs_qrun_and_records_metrics(quickstart_run):
@@ -108,6 +144,7 @@ def test_quickstart_runs_qrun_and_records_metrics(quickstart_run):
 def test_quickstart_reuses_valid_stages(quickstart_run):
     done = _quickstart(quickstart_run)
     assert "market: reusing" in done.stderr and "provider: reusing" in done.stderr
+    assert "factors: reusing" in done.stderr and "0 trained, 1 reused" in done.stderr
     assert "resuming from" in (quickstart_run / "qrun.log").read_text()  # training is not redone
 
 
@@ -264,5 +301,98 @@ def test_report_of_the_quickstart_run_has_rendered_figures(quickstart_run, tmp_p
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    expected = {"equity_drawdown", "rank_ic", "turnover_holdings", "codebook_usage"}
+    (stock,) = pd.read_csv(quickstart_run / "trading" / "results.csv")["stock"].unique()
+    expected = {"equity_drawdown", "rank_ic", "turnover_holdings", "codebook_usage", f"trading_{stock}"}
     check_report(tmp_path / "report.html", expected)
+
+
+@pytest.fixture(scope="module")
+def evaluation(quickstart_run, tmp_path_factory) -> tuple[Path, list[str]]:
+    """`storm-bt evaluate` on the quickstart's market: STORM (1 epoch), LightGBM, one ablation, a tiny
+    trading experiment, seeds 0 and 1."""
+    tmp = tmp_path_factory.mktemp("evaluate")
+    stock = sorted(p.stem for p in (quickstart_run / "market").glob("*.csv"))[0]
+    trade = {
+        "csv_dir": str(quickstart_run / "market"),
+        "stocks": [stock],
+        "factors": {"run": "replaced by the evaluation"},
+        "agents": [{"name": "ppo_storm", "algo": "ppo", "timesteps": 1000, "eval_every": 500, "n_envs": 2}],
+    }
+    (tmp / "trade.yaml").write_text(json.dumps(trade))
+    experiments = ROOT / "experiments"
+    config = {
+        "seeds": [0, 1],
+        "data": {
+            "provider_uri": str(quickstart_run / "qlib_data"),
+            "market": "synth",
+            "benchmark": "SYNTH_EW",
+            "fractions": [0.6, 0.2, 0.2],
+        },
+        "models": {
+            "STORM": {"workflow": str(experiments / "workflow_storm_small_synth.yaml"), "kwargs": {"epochs": 1}},
+            "LightGBM": str(experiments / "workflow_lgbm_alpha158_dj30.yaml"),
+        },
+        "ablations": {
+            "STORM ts_only": {
+                "workflow": str(experiments / "workflow_storm_small_dj30_ts_only.yaml"),
+                "kwargs": {"epochs": 1},
+            }
+        },
+        "trading": {"config": "trade.yaml", "factors_from": "STORM"},
+    }
+    (tmp / "evaluate.yaml").write_text(json.dumps(config))  # JSON is YAML
+    out = tmp / "out"
+    cmd = [sys.executable, "-m", "storm_bt.cli", "evaluate", "--config", str(tmp / "evaluate.yaml"), "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, cmd
+
+
+def test_evaluate_tables_are_mean_and_std_over_seeds(evaluation):
+    out, _ = evaluation
+    results = pd.read_csv(out / "results.csv")
+    assert sorted(zip(results["model"], results["seed"], strict=True)) == [
+        (m, s) for m in ("LightGBM", "STORM", "STORM ts_only") for s in (0, 1)
+    ]
+    assert (results["wall_s"] > 0).all() and results["run"].nunique() == 6
+    storm = results[results["model"] == "STORM"]
+    assert storm["Rank IC"].iloc[0] != storm["Rank IC"].iloc[1]  # the seed reaches the model
+    assert results["paper.market.CW"].nunique() == 1  # one benchmark for every model and seed
+    tables = (out / "tables.md").read_text()
+    cw = storm["paper.CW"]
+    assert "| STORM (n=2) | " in tables and f"{cw.mean():.4f} ± {cw.std(ddof=1):.4f}" in tables
+    rank_icir = results[results["model"] == "LightGBM"]["Rank ICIR"]
+    assert f"{rank_icir.mean():.4f} ± {rank_icir.std(ddof=1):.4f}" in tables
+    assert f"| market (SYNTH_EW) | {results['paper.market.APY'].iloc[0]:.4f} |" in tables
+    for section in ("## Portfolio management", "## Factor quality", "## Ablations", "## Algorithmic trading"):
+        assert section in tables
+    ablation_rows = [line for line in tables.split("## Ablations")[1].splitlines() if line.startswith("| STORM")]
+    assert [r.split(" (n=")[0] for r in ablation_rows] == ["| STORM", "| STORM ts_only"]
+
+
+def test_evaluate_records_what_the_tables_were_measured_under(evaluation, quickstart_run):
+    out, _ = evaluation
+    described = json.loads((out / "evaluate.json").read_text())
+    calendar = pd.DatetimeIndex(pd.read_csv(quickstart_run / "qlib_data" / "calendars" / "day.txt", header=None)[0])
+    carved = Segments.carve(calendar, (0.6, 0.2, 0.2), embargo=2).to_config()
+    assert described["data"]["segments"] == carved and described["data"]["instruments"] == 30
+    assert described["label"] == {
+        "name": "qlib",
+        "expression": "Ref($close, -2)/Ref($close, -1) - 1",
+        "horizon_sessions": 2,
+    }
+    assert described["costs"]["open_cost"] == 0.0005 and described["seeds"] == [0, 1]
+    assert {"pyqlib", "torch", "lightgbm", "python"} <= set(described["versions"])
+    trading = pd.read_csv(out / "trading.csv")
+    assert set(trading["agent"]) == {"buy_and_hold", "ppo_storm"} and set(trading["seed"]) == {0, 1}
+    (trade_dir,) = (out / "trading").iterdir()
+    assert "storm_seed0" in trade_dir.name  # agents read the first seed's STORM factors
+
+
+def test_evaluate_rerun_reuses_every_finished_run(evaluation):
+    out, cmd = evaluation
+    before = (out / "tables.md").read_text()
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("reusing the finished run") == 6 and "0 trained, 2 reused" in done.stderr
+    assert (out / "tables.md").read_text() == before

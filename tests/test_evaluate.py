@@ -1,0 +1,105 @@
+"""``storm-bt evaluate``: the config is checked before anything runs, and runs are keyed by what they ran.
+
+The end-to-end evaluation (qrun runs, tables, reuse) is in test_workflow.py, on the quickstart's market.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from storm_bt.evaluate import EvalConfig, _run_folder, _workflow_for, format_eval_tables
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+def _raw(**extra) -> dict:
+    return {"seeds": [0, 1, 2], "models": {"STORM": "workflow_storm_small_dj30.yaml"}} | extra
+
+
+def test_shipped_evaluation_config_loads_with_paths_beside_it():
+    cfg = EvalConfig.from_yaml(EXPERIMENTS / "evaluate_dj30.yaml")
+    assert len(cfg.seeds) >= 3 and cfg.models[0].workflow.parent == EXPERIMENTS
+    assert all(m.workflow.is_file() for m in [*cfg.models, *cfg.ablations])
+    assert Path(cfg.trading["config"]).is_file()
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (_raw(extra=1), "unknown keys"),
+        (_raw(models={"STORM": "no_such_workflow.yaml"}), "not found"),
+        (_raw(models={"A": "workflow_lgbm_alpha158_dj30.yaml", "a": "workflow_lgbm_alpha158_dj30.yaml"}), "unique"),
+        (_raw(seeds=[]), "at least one"),
+        (_raw(data={"provider": "x"}), "data: unknown keys"),
+        (_raw(data={"segments": {}, "fractions": [0.6, 0.2, 0.2]}), "not both"),
+        (_raw(trading={"config": "trading_dj30.yaml", "factors_from": "LightGBM"}), "not one of the models"),
+        (_raw(models={"STORM": {"workflow": "workflow_storm_small_dj30.yaml", "epochs": 3}}), "kwargs"),
+    ],
+)
+def test_bad_config_names_what_is_wrong(tmp_path, raw, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match=message):
+        EvalConfig.from_dict(raw, base=EXPERIMENTS)
+    with pytest.raises(ValueError, match=str(path)):  # the file is named too
+        EvalConfig.from_yaml(path)
+
+
+def test_seed_and_overrides_reach_the_model_and_key_the_run_folder(tmp_path):
+    cfg = EvalConfig.from_dict(
+        _raw(models={"STORM (small)": {"workflow": "workflow_storm_small_dj30.yaml", "kwargs": {"epochs": 2}}}),
+        base=EXPERIMENTS,
+    )
+    (entry,) = cfg.models
+    data = {"provider_uri": str(tmp_path), "fractions": [0.6, 0.2, 0.2]}
+    (tmp_path / "calendars").mkdir()
+    (tmp_path / "calendars" / "day.txt").write_text(
+        "\n".join(f"{d:%Y-%m-%d}" for d in pd.bdate_range("2015-01-05", periods=400))
+    )
+    one, two = _workflow_for(entry, 1, data), _workflow_for(entry, 2, data)
+    assert one["task"]["model"]["kwargs"]["seed"] == 1 and one["task"]["model"]["kwargs"]["epochs"] == 2
+    assert one["qlib_init"]["provider_uri"] == str(tmp_path.resolve())
+    assert one["task"]["dataset"]["kwargs"]["segments"]["train"][0] == "2015-01-05"
+    first = _run_folder(tmp_path, entry, 1, one)
+    assert first == _run_folder(tmp_path, entry, 1, _workflow_for(entry, 1, data))  # same workflow, same folder
+    assert first.parent.name == "storm_small" and first.name.startswith("seed1_")
+    assert _run_folder(tmp_path, entry, 2, two) != first
+
+
+def test_missing_provider_is_named_before_any_run(tmp_path):
+    cfg = EvalConfig.from_dict(_raw(data={"provider_uri": str(tmp_path / "nowhere")}), base=EXPERIMENTS)
+    with pytest.raises(FileNotFoundError, match=r"nowhere.*storm-bt data ingest"):
+        _workflow_for(cfg.models[0], 0, cfg.data)
+
+
+def test_tables_show_mean_std_over_seeds_and_one_market_row():
+    results = pd.DataFrame(
+        {
+            "group": ["model"] * 3 + ["ablation"] * 2,
+            "model": ["STORM"] * 3 + ["STORM ts_only"] * 2,
+            "seed": [0, 1, 2, 0, 1],
+            "Rank IC": [0.01, 0.02, 0.03, 0.0, 0.01],
+            "paper.CW": [1.1, 1.2, 1.3, 1.0, 1.0],
+            "paper.market.CW": [1.25] * 5,
+        }
+    )
+    described = {
+        "data": {"market": "dj30", "instruments": 29, "provider_uri": "p", "benchmark": "DJ30_EW",
+                 "segments": {n: ["a", "b"] for n in ("train", "valid", "test")}, "backtest": ["a", "b"]},
+        "label": {"name": "qlib", "expression": "e", "horizon_sessions": 2},
+        "costs": {"open_cost": 0.0005, "close_cost": 0.0005, "deal_price": "close"},
+        "strategy": {}, "seeds": [0, 1, 2], "overrides": {}, "versions": {"torch": "2.13.0"},
+    }  # fmt: skip
+    tables = format_eval_tables(results, described)
+    pm = tables.split("## Portfolio management")[1].split("##")[0]
+    assert "| STORM (n=3) | n/a | 1.2000 ± 0.1000 |" in pm  # APY absent -> n/a; CW mean ± sample std
+    assert "| market (DJ30_EW) | n/a | 1.2500 |" in pm
+    fq = tables.split("## Factor quality")[1].split("##")[0]
+    assert "| STORM (n=3) | n/a | n/a | 0.0200 ± 0.0100 | n/a |" in fq
+    ablation = tables.split("## Ablations")[1]
+    assert "| STORM ts_only (n=2) | 0.0050 ± 0.0071 |" in ablation and "| STORM (n=3) | 0.0200 ± 0.0100 |" in ablation
+    assert "torch 2.13.0" in tables and "`e` (2-session horizon)" in tables
