@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,27 @@ def _warmup_cosine(total_steps: int, warmup_frac: float):
     return factor
 
 
+@contextmanager
+def deterministic_kernels() -> Iterator[None]:
+    """PyTorch's deterministic kernels inside the block, the caller's setting restored after.
+
+    With two or more CPU threads, some of PyTorch's default kernels accumulate in an order that
+    depends on thread timing: the same seed gave different weights in two processes on a busy
+    machine. Ops without a deterministic kernel warn instead of failing.
+    """
+    enabled, warn_only = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
 @torch.no_grad()
+@deterministic_kernels()
 def predict_windows(model: nn.Module, data: WindowDataset, batch_size: int = 64) -> np.ndarray:
     """Scores (len(data), N) of ``model`` in eval mode; NaN for stocks absent on the window's last day."""
     was_training = model.training
@@ -139,8 +160,9 @@ class Trainer:
 
     # -- public -------------------------------------------------------------------------------------
 
+    @deterministic_kernels()
     def fit(self, train: WindowDataset, valid: WindowDataset, resume: bool = True) -> tuple[nn.Module, TrainResult]:
-        """Train from scratch, or from ``run_dir/last.pt`` when ``resume`` and it exists."""
+        """Train from scratch, or from ``run_dir/last.pt`` when ``resume`` and it exists (deterministic kernels)."""
         if len(train) == 0:
             raise ValueError("No training windows: the train segment has no dates with labels.")
         if len(valid) == 0:
