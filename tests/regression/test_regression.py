@@ -93,16 +93,18 @@ def test_synthetic_backtests(synth_csv) -> None:
 def test_synthetic_storm_quickstart(tmp_path) -> None:
     """STORM (small) trained through qrun on the quickstart's synthetic market: factor quality and backtest.
 
-    Two runs on one machine differed by up to 0.04 in Rank ICIR and 0.17 in ASR (training is not yet
-    bitwise reproducible across processes inside qrun); the bands in golden_storm_synth.json cover
-    that spread and still fail a model that stops learning the planted signal.
+    Training and prediction use deterministic kernels with 2 threads, so on one machine the whole
+    qrun path is bit-reproducible (checked: two runs agreed to 1e-9) and the bands are 1e-6. A CPU
+    of another kind may round differently, and a 5-name portfolio amplifies any change of the scores
+    (runs that differed by float rounding moved CW by 0.1): refresh the golden values there.
     """
     cmd = [sys.executable, "-m", "storm_bt.cli", "quickstart", "--run-dir", str(tmp_path / "qs")]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    env = os.environ | {"OMP_NUM_THREADS": "2"}  # the thread count changes the rounding; qrun inherits it
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = pd.read_json(tmp_path / "qs" / "metrics.json", typ="series")
     keys = ("Rank IC", "Rank ICIR", "IC", "paper.CW", "paper.MDD", "paper.ASR")
-    check_golden("storm_synth", {f"storm.{k}": float(metrics[k]) for k in keys}, {"abs": 0.03})
+    check_golden("storm_synth", {f"storm.{k}": float(metrics[k]) for k in keys}, {"abs": 1e-6})
 
 
 def test_dj30_backtests() -> None:
