@@ -20,7 +20,6 @@ import json
 import logging
 import platform
 import re
-import time
 from dataclasses import dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
@@ -33,7 +32,17 @@ from handlers.alpha158_us import LABELS, label_horizon
 from storm_bt.data.provider import read_calendar
 from storm_bt.io import atomic_write_text
 from storm_bt.splits import Segments
-from storm_bt.workflow import latest_metrics, load_workflow, retarget, run_qrun, workflow_segments, write_workflow
+from storm_bt.workflow import (
+    handler_kwargs,
+    latest_metrics,
+    load_workflow,
+    port_analysis_configs,
+    provider_path,
+    retarget,
+    run_qrun_once,
+    workflow_segments,
+    write_workflow,
+)
 
 __all__ = ["EvalConfig", "ModelEntry", "format_eval_tables", "run_evaluation"]
 
@@ -129,12 +138,8 @@ class EvalConfig:
 # -- one (workflow, seed) --------------------------------------------------------------------------------
 
 
-def _handler(config: dict[str, Any]) -> dict[str, Any]:
-    return config["task"]["dataset"]["kwargs"]["handler"]["kwargs"]
-
-
-def _backtest(config: dict[str, Any]) -> dict[str, Any]:
-    return next(r["kwargs"]["config"] for r in config["task"]["record"] if r["class"] == "PortAnaRecord")
+def _port_analysis(config: dict[str, Any]) -> dict[str, Any]:
+    return port_analysis_configs(config)[0]
 
 
 def _on_data(config: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
@@ -142,10 +147,10 @@ def _on_data(config: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     if not data:
         return config
     provider = Path(str(data.get("provider_uri", config["qlib_init"]["provider_uri"]))).expanduser()
-    market = data.get("market", _handler(config)["instruments"])
-    benchmark = data.get("benchmark", _backtest(config)["backtest"]["benchmark"])
+    market = data.get("market", handler_kwargs(config)["instruments"])
+    benchmark = data.get("benchmark", _port_analysis(config)["backtest"]["benchmark"])
     if "fractions" in data:
-        embargo = label_horizon(_handler(config).get("label", "qlib"))
+        embargo = label_horizon(handler_kwargs(config).get("label", "qlib"))
         calendar = read_calendar(provider)
         segments = Segments.carve(calendar, tuple(data["fractions"]), embargo=embargo)
     elif "segments" in data:
@@ -157,12 +162,10 @@ def _on_data(config: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
 
 def _workflow_for(entry: ModelEntry, seed: int, data: dict[str, Any]) -> dict[str, Any]:
     config = _on_data(load_workflow(entry.workflow), data)
-    provider = Path(str(config["qlib_init"]["provider_uri"])).expanduser()
-    if not (provider / "calendars").is_dir():
-        raise FileNotFoundError(
-            f"{entry.name}: the Qlib provider {provider} does not exist; build it with "
-            f"`storm-bt data ingest --csv-dir <CSV folder> --qlib-dir {provider}` or set data.provider_uri."
-        )
+    try:
+        provider_path(config)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{entry.name}: {e} Or set data.provider_uri.") from e
     kwargs = config["task"]["model"]["kwargs"]
     kwargs.update(entry.kwargs)
     kwargs["seed"] = seed
@@ -177,20 +180,16 @@ def _run_folder(out: Path, entry: ModelEntry, seed: int, config: dict[str, Any])
 
 def _run_one(entry: ModelEntry, seed: int, config: dict[str, Any], run_dir: Path, tag: str) -> tuple[pd.Series, float]:
     """Run (or reuse) one workflow; its metrics and the wall time of the run that made them."""
-    done = run_dir / "qrun.done"
-    if done.is_file():
+    if (run_dir / "qrun.done").is_file():
         log.info("%s %s seed %d: reusing the finished run in %s", tag, entry.name, seed, run_dir)
     else:
-        run_dir.mkdir(parents=True, exist_ok=True)
         kwargs = config["task"]["model"]["kwargs"]
         if "run_dir" in kwargs:  # checkpoints beside the run: an interrupted run resumes
             kwargs["run_dir"] = str((run_dir / "checkpoints").resolve())
-        path = write_workflow(config, run_dir / "workflow.yaml")
-        log.info("%s %s seed %d: qrun %s", tag, entry.name, seed, path)
-        start = time.perf_counter()
-        run_qrun(path, cwd=run_dir, log_path=run_dir / "qrun.log", progress=lambda line: log.info("  %s", line))
-        atomic_write_text(done, f"{time.perf_counter() - start:.1f}\n")
-    return latest_metrics(f"sqlite:///{(run_dir / 'mlruns.db').resolve()}"), float(done.read_text())
+        write_workflow(config, run_dir / "workflow.yaml")
+        log.info("%s %s seed %d: qrun %s", tag, entry.name, seed, run_dir / "workflow.yaml")
+    wall = run_qrun_once(run_dir / "workflow.yaml", run_dir, progress=lambda line: log.info("  %s", line))
+    return latest_metrics(f"sqlite:///{(run_dir / 'mlruns.db').resolve()}"), wall
 
 
 # -- the evaluation ---------------------------------------------------------------------------------------
@@ -198,9 +197,9 @@ def _run_one(entry: ModelEntry, seed: int, config: dict[str, Any], run_dir: Path
 
 def _describe(cfg: EvalConfig, config: dict[str, Any]) -> dict[str, Any]:
     """What every table was measured under: data, label, costs, strategy, seeds and versions."""
-    handler, backtest = _handler(config), _backtest(config)
+    handler, backtest = handler_kwargs(config), _port_analysis(config)
     label = handler.get("label", "qlib")
-    provider = Path(str(config["qlib_init"]["provider_uri"])).expanduser()
+    provider = provider_path(config)
     instruments = provider / "instruments" / f"{handler['instruments']}.txt"
     return {
         "data": {

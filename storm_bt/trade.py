@@ -30,7 +30,7 @@ from storm_bt.factors import FactorStore
 from storm_bt.io import atomic_write_text
 from storm_bt.rl import BUY_AND_HOLD, AgentSpec, evaluate, load_policy, train_agent
 from storm_bt.splits import Segments
-from storm_bt.workflow import load_workflow, run_qrun
+from storm_bt.workflow import load_workflow, provider_path, run_qrun_once
 
 __all__ = ["METRICS", "TradeConfig", "evaluate_agents", "format_tables", "replay_agent", "train_agents"]
 
@@ -127,19 +127,15 @@ def _factor_store(cfg: TradeConfig, out: Path) -> tuple[Path, Segments]:
 
 def _train_storm(workflow: Path, run_dir: Path) -> Path:
     """Train STORM with qrun (once: a finished run in ``run_dir`` is reused)."""
-    provider = Path(str(load_workflow(workflow)["qlib_init"]["provider_uri"])).expanduser()
-    if not (provider / "calendars").is_dir():
-        raise FileNotFoundError(
-            f"The workflow {workflow} reads the Qlib provider {provider}, which does not exist; build it with "
-            f"`storm-bt data ingest --csv-dir <CSV folder> --qlib-dir {provider}`."
-        )
-    if (run_dir / "mlruns.db").is_file() and (run_dir / "qrun.done").is_file():
+    try:
+        provider_path(load_workflow(workflow))
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{workflow}: {e}") from e
+    if (run_dir / "qrun.done").is_file():
         log.info("factors: reusing the STORM run in %s", run_dir)
-        return run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log.info("factors: training STORM with qrun %s (log: %s)", workflow, run_dir / "qrun.log")
-    run_qrun(workflow, cwd=run_dir, log_path=run_dir / "qrun.log")
-    (run_dir / "qrun.done").touch()
+    else:
+        log.info("factors: training STORM with qrun %s (log: %s)", workflow, run_dir / "qrun.log")
+    run_qrun_once(workflow, run_dir, progress=lambda line: log.info("  %s", line))
     return run_dir
 
 

@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,18 @@ from storm_bt.data.calendar import nyse_sessions
 from storm_bt.io import atomic_write_text
 from storm_bt.splits import Segments
 
-__all__ = ["latest_metrics", "load_workflow", "retarget", "run_qrun", "workflow_segments", "write_workflow"]
+__all__ = [
+    "handler_kwargs",
+    "latest_metrics",
+    "load_workflow",
+    "port_analysis_configs",
+    "provider_path",
+    "retarget",
+    "run_qrun",
+    "run_qrun_once",
+    "workflow_segments",
+    "write_workflow",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +64,25 @@ def load_workflow(path: str | Path) -> dict[str, Any]:
     return update_config(load_workflow(found), config)
 
 
-def _handler_kwargs(config: dict[str, Any]) -> dict[str, Any]:
+def handler_kwargs(config: dict[str, Any]) -> dict[str, Any]:
+    """The data handler's arguments (instruments, dates, label) of a workflow config."""
     return config["task"]["dataset"]["kwargs"]["handler"]["kwargs"]
 
 
-def _backtests(config: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        r["kwargs"]["config"]["backtest"] for r in config["task"].get("record", []) if r["class"] == "PortAnaRecord"
-    ]
+def port_analysis_configs(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``{strategy, backtest}`` config of every ``PortAnaRecord`` of a workflow config."""
+    return [r["kwargs"]["config"] for r in config["task"].get("record", []) if r["class"] == "PortAnaRecord"]
+
+
+def provider_path(config: dict[str, Any]) -> Path:
+    """The Qlib provider a workflow config reads; an error naming it and how to build it if it is missing."""
+    provider = Path(str(config["qlib_init"]["provider_uri"])).expanduser()
+    if not (provider / "calendars").is_dir():
+        raise FileNotFoundError(
+            f"The Qlib provider {provider} does not exist; build it with "
+            f"`storm-bt data ingest --csv-dir <CSV folder> --qlib-dir {provider}`."
+        )
+    return provider
 
 
 def workflow_segments(config: dict[str, Any]) -> Segments:
@@ -79,7 +102,7 @@ def retarget(
     out = copy.deepcopy(config)
     out["qlib_init"]["provider_uri"] = str(provider_uri)
     fmt = "%Y-%m-%d"
-    handler = _handler_kwargs(out)
+    handler = handler_kwargs(out)
     handler.update(
         instruments=market,
         start_time=f"{segments.train[0]:{fmt}}",
@@ -89,7 +112,7 @@ def retarget(
     )
     out["task"]["dataset"]["kwargs"]["segments"] = segments.to_config()
     test_sessions = nyse_sessions(*segments.test)
-    for backtest in _backtests(out):
+    for backtest in (c["backtest"] for c in port_analysis_configs(out)):
         backtest.update(
             start_time=f"{test_sessions[0]:{fmt}}", end_time=f"{test_sessions[-2]:{fmt}}", benchmark=benchmark
         )
@@ -133,6 +156,24 @@ def run_qrun(
         raise RuntimeError(
             f"qrun failed with exit code {proc.returncode}; last lines of {log_path}:\n" + "\n".join(tail)
         )
+
+
+def run_qrun_once(
+    workflow_path: str | Path, run_dir: str | Path, progress: Callable[[str], None] | None = None
+) -> float:
+    """Run ``qrun`` in ``run_dir`` unless a finished run is there; the wall seconds of the run that finished.
+
+    ``run_dir/qrun.done`` marks a finished run (written only after qrun succeeded) and holds its
+    wall time; a run interrupted before that is run again (STORM resumes from its checkpoint).
+    """
+    run_dir = Path(run_dir)
+    done = run_dir / "qrun.done"
+    if not done.is_file():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        run_qrun(workflow_path, cwd=run_dir, log_path=run_dir / "qrun.log", progress=progress)
+        atomic_write_text(done, f"{time.perf_counter() - start:.1f}\n")
+    return float(done.read_text() or "nan")  # older runs left an empty marker
 
 
 def latest_metrics(tracking_uri: str, experiment: str = "workflow") -> pd.Series:
