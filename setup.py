@@ -9,7 +9,11 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["storm_bt", "storm_bt.*", "handlers", "strategies"]),
+    # handlers/ and strategies/ are the Qlib-facing source folders that qrun YAMLs name; they are
+    # installed inside the package (storm_bt.handlers, storm_bt.strategies), never at the top of
+    # site-packages where other projects may own those generic names.
+    packages=[*find_packages(include=["storm_bt", "storm_bt.*"]), "storm_bt.handlers", "storm_bt.strategies"],
+    package_dir={"storm_bt.handlers": "handlers", "storm_bt.strategies": "strategies"},
     package_data={"storm_bt.data": ["universes/*.txt"]},
     install_requires=[
         "pyqlib>=0.9.7,<0.10",

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from storm_bt.testing import shared_data_dir
+from storm_bt.data.testing import shared_data_dir
 
 READ_ALL = """
 import sys, pandas as pd

@@ -14,7 +14,7 @@ import argparse
 
 import pandas as pd
 
-from storm_bt.trade import replay_agent
+from storm_bt.pipelines.trading import replay_agent
 
 
 def main() -> None:

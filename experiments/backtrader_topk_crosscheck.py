@@ -13,10 +13,10 @@ import argparse
 
 import pandas as pd
 
+from storm_bt.agents.states import load_bars
 from storm_bt.bridge.portfolio import replay_topk
-from storm_bt.env.market import load_bars
 from storm_bt.metrics import portfolio_metrics
-from storm_bt.runs import load_artifacts
+from storm_bt.workflows.runs import load_artifacts
 
 REPORT = "portfolio_analysis/report_normal_1day.pkl"
 

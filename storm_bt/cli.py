@@ -77,7 +77,7 @@ def _synth(args: argparse.Namespace) -> None:
 
 
 def _quickstart(args: argparse.Namespace) -> None:
-    from storm_bt.quickstart import QuickstartConfig, default_workflow_path, run_quickstart
+    from storm_bt.pipelines.quickstart import QuickstartConfig, default_workflow_path, run_quickstart
 
     cfg = QuickstartConfig(
         run_dir=Path(args.run_dir),
@@ -96,20 +96,20 @@ def _quickstart(args: argparse.Namespace) -> None:
 
 
 def _factors_export(args: argparse.Namespace) -> None:
-    from storm_bt.factor_export import export_run_factors
+    from storm_bt.factors.export import export_run_factors
 
     path = export_run_factors(args.run, args.out, run_id=args.run_id, start=args.start, end=args.end)
     log.info("Factor store written to %s", path)
 
 
 def _trade_train(args: argparse.Namespace) -> None:
-    from storm_bt.trade import TradeConfig, train_agents
+    from storm_bt.pipelines.trading import TradeConfig, train_agents
 
     train_agents(TradeConfig.from_yaml(args.config), args.out)
 
 
 def _trade_eval(args: argparse.Namespace) -> None:
-    from storm_bt.trade import evaluate_agents, format_tables
+    from storm_bt.pipelines.trading import evaluate_agents, format_tables
 
     results = evaluate_agents(args.out)
     log.info("Test-segment results (%s):\n%s", Path(args.out) / "tables.md", format_tables(results))
@@ -121,14 +121,14 @@ def _trade_run(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from storm_bt.evaluate import EvalConfig, run_evaluation
+    from storm_bt.pipelines.evaluate import EvalConfig, run_evaluation
 
     tables = run_evaluation(EvalConfig.from_yaml(args.config), args.out)
     log.info("Tables (%s):\n%s", Path(args.out) / "tables.md", tables)
 
 
 def _report(args: argparse.Namespace) -> None:
-    from storm_bt.report import write_report
+    from storm_bt.pipelines.report import write_report
 
     log.info("Report written to %s", write_report(args.run, args.out))
 

@@ -1,3 +1,9 @@
-"""Trading strategies: Qlib portfolio strategies and backtrader strategies driven by storm_bt models."""
+"""Qlib portfolio strategies that ``qrun`` YAMLs name (installed as ``storm_bt.strategies``).
 
-__all__: list[str] = []
+Nothing here imports the rest of ``storm_bt``: the backtrader strategies live in
+:mod:`storm_bt.bridge`, which imports the shared ranking rule from here, never the reverse.
+"""
+
+from storm_bt.strategies.topk_weekly import WeeklyTopkDropoutStrategy, topk_drop_swaps
+
+__all__ = ["WeeklyTopkDropoutStrategy", "topk_drop_swaps"]

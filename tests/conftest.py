@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from storm_bt.data.synthetic import SyntheticMarket, SyntheticMarketConfig, write_market_csvs
-from storm_bt.testing import shared_data_dir
+from storm_bt.data.testing import shared_data_dir
 
 SMALL_MARKET = SyntheticMarketConfig(n_stocks=12, n_days=300, seed=7)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from test_trainer import CFG, FAST, datasets, planted_frame
 
-from storm_bt.baselines import FactorVAE
+from storm_bt.model.factorvae import FactorVAE
 from storm_bt.model.losses import cs_standardize, gaussian_kl, gaussian_nll, masked_mse
 from storm_bt.model.trainer import Trainer, predict_windows, rank_ic_of
 

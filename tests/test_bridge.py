@@ -14,10 +14,10 @@ import pytest
 from storm_bt.bridge import ActionSequence, replay
 from storm_bt.data.csv_source import read_bars_file
 from storm_bt.data.synthetic import SyntheticMarketConfig, make_market
+from storm_bt.data.testing import shared_data_dir
 from storm_bt.env.rollout import rollout
 from storm_bt.env.trading_env import EnvConfig, TradingEnv
 from storm_bt.metrics import portfolio_metrics
-from storm_bt.testing import shared_data_dir
 
 PAPER_STOCKS = ("AAPL", "JPM", "IBM", "INTC", "MSFT")
 PARITY_RTOL = 1e-9

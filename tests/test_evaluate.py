@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from storm_bt.evaluate import EvalConfig, _run_folder, _workflow_for, format_eval_tables
+from storm_bt.pipelines.evaluate import EvalConfig, _run_folder, _workflow_for, format_eval_tables
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from test_trainer import CFG, WINDOW, planted_frame
 
-from storm_bt.factors import FactorStore, FactorStoreError, write_factor_store
+from storm_bt.factors.store import FactorStore, FactorStoreError, write_factor_store
 from storm_bt.model.storm import Storm
 from storm_bt.model.windows import Panel, WindowDataset
 

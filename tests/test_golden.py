@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from storm_bt.golden import compare, diff_table, refresh
+from storm_bt.pipelines.golden import compare, diff_table, refresh
 
 GOLDEN = {
     "synth.topk.CW": {"value": 1.2345, "rel": 1e-9},

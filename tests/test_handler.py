@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from conftest import qlib_features
 from qlib.data.dataset.handler import DataHandlerLP
+from storm_bt.handlers import Alpha158US, label_horizon
 
-from handlers import Alpha158US, label_horizon
 from storm_bt.data.csv_source import load_csv_dir
 from storm_bt.data.provider import write_provider
 

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from storm_bt.data.calendar import nyse_sessions
-from storm_bt.splits import Segments
+from storm_bt.workflows.segments import Segments
 
 CAL = nyse_sessions("2019-01-02", "2020-12-31")
 

@@ -16,8 +16,8 @@ from storm_bt.data.provider import read_calendar, write_provider
 from storm_bt.data.synthetic import SyntheticMarketConfig, make_market
 from storm_bt.metrics import rank_ic_summary
 from storm_bt.model import StormModel
-from storm_bt.splits import Segments
-from storm_bt.workflow import latest_metrics, load_workflow, retarget, write_workflow
+from storm_bt.workflows.qrun import latest_metrics, load_workflow, retarget, write_workflow
+from storm_bt.workflows.segments import Segments
 
 MARKET = SyntheticMarketConfig(n_stocks=24, n_days=600, seed=11, signal_strength=0.25)  # a clear planted signal
 TRAINING = {
@@ -46,7 +46,7 @@ def dataset(provider):
     qlib_features(path, ["SYN000"], ["$close"])  # (re)initialise Qlib on this provider
     handler = {
         "class": "Alpha158US",
-        "module_path": "handlers.alpha158_us",
+        "module_path": "storm_bt.handlers.alpha158_us",
         "kwargs": {
             "instruments": "synth",
             "start_time": seg.train[0],

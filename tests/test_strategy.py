@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from conftest import qlib_features
 from qlib.backtest import backtest
+from storm_bt.strategies.topk_weekly import WeeklyTopkDropoutStrategy
 
 from storm_bt.data.csv_source import load_csv_dir
 from storm_bt.data.provider import write_provider
-from strategies.topk_weekly import WeeklyTopkDropoutStrategy
 
 TOPK, N_DROP = 4, 1
 SUSPENDED = "SYN003"

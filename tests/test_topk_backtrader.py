@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 from conftest import qlib_features
 from qlib.backtest import backtest
+from storm_bt.strategies.topk_weekly import WeeklyTopkDropoutStrategy
 
+from storm_bt.agents.states import load_bars
 from storm_bt.bridge.portfolio import replay_topk
 from storm_bt.data.csv_source import load_csv_dir
 from storm_bt.data.provider import write_provider
-from storm_bt.env.market import load_bars
-from strategies.topk_weekly import WeeklyTopkDropoutStrategy
 
 EXCHANGE = {"freq": "day", "limit_threshold": None, "deal_price": "close", "trade_unit": 1,
             "open_cost": 0.0005, "close_cost": 0.0005, "min_cost": 0}  # fmt: skip

@@ -18,14 +18,14 @@ from report_checks import check_report
 from ruamel.yaml import YAML
 from test_trainer import CFG, STOCKS, WINDOW
 
+from storm_bt.agents.sb3 import BUY_AND_HOLD, AgentSpec, evaluate, load_policy, log_wealth
+from storm_bt.agents.states import FeatureScaler, StockMarket, factor_states, load_bars, price_states
 from storm_bt.cli import main
 from storm_bt.data.synthetic import SyntheticMarketConfig, write_market_csvs
-from storm_bt.env.market import FeatureScaler, StockMarket, factor_states, load_bars, price_states
-from storm_bt.factors import FactorStore, write_factor_store
+from storm_bt.factors.store import FactorStore, write_factor_store
 from storm_bt.model.storm import Storm
 from storm_bt.model.windows import Panel, WindowDataset
-from storm_bt.rl import BUY_AND_HOLD, AgentSpec, evaluate, load_policy, log_wealth
-from storm_bt.trade import TradeConfig
+from storm_bt.pipelines.trading import TradeConfig
 
 MARKET = SyntheticMarketConfig(n_stocks=STOCKS, n_days=420, seed=11)
 SEGMENTS = {

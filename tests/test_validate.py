@@ -11,7 +11,7 @@ import pytest
 
 from storm_bt.data.csv_source import load_csv_dir, read_bars_file
 from storm_bt.data.schema import DataQualityWarning, DataValidationError
-from storm_bt.testing import bars_to_csv_text
+from storm_bt.data.testing import bars_to_csv_text
 
 
 def _write(tmp_path: Path, text: str, name: str = "ABC.csv") -> Path:

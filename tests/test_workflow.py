@@ -16,14 +16,14 @@ import qlib
 from qlib.data.dataset.handler import DataHandlerLP
 from qlib.utils import init_instance_by_config
 from report_checks import check_report
+from storm_bt.handlers import label_horizon
 
-from handlers import label_horizon
 from storm_bt.data.calendar import nyse_sessions
-from storm_bt.factors import FactorStore
+from storm_bt.factors.store import FactorStore
 from storm_bt.metrics import rank_ic_summary
 from storm_bt.model.config import ABLATIONS
-from storm_bt.splits import Segments
-from storm_bt.workflow import load_workflow, retarget, workflow_segments
+from storm_bt.workflows.qrun import load_workflow, retarget, workflow_segments
+from storm_bt.workflows.segments import Segments
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / "experiments").glob("workflow_*.yaml"))
@@ -189,7 +189,7 @@ def test_lgbm_workflow_on_dj30(shared_data, tmp_path):
     """The shipped workflow on real DJ30 prices, changing only the provider path (dates are the file's)."""
     from storm_bt.data.csv_source import load_csv_dir
     from storm_bt.data.provider import write_provider
-    from storm_bt.workflow import latest_metrics, run_qrun, write_workflow
+    from storm_bt.workflows.qrun import latest_metrics, run_qrun, write_workflow
 
     write_provider(load_csv_dir(shared_data / "dj30", min_history=60), tmp_path / "qlib", "dj30")
     config = load_workflow(ROOT / "experiments" / "workflow_lgbm_alpha158_dj30.yaml")

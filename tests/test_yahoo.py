@@ -19,8 +19,8 @@ from yfinance.data import YfData
 
 from storm_bt.data.csv_source import read_bars_file
 from storm_bt.data.schema import DataValidationError, DownloadError
+from storm_bt.data.testing import yahoo_chart_json, yahoo_not_found_json
 from storm_bt.data.yahoo import MANIFEST, download_tickers
-from storm_bt.testing import yahoo_chart_json, yahoo_not_found_json
 
 CHART = re.compile(r"https://query\d\.finance\.yahoo\.com/v8/finance/chart/([A-Z]+)")
 

@@ -7,8 +7,8 @@ import pandas as pd
 
 from storm_bt.bridge.broker import make_cerebro
 from storm_bt.bridge.feeds import factor_feed
+from storm_bt.bridge.topk_trader import TopkDropBacktrader
 from storm_bt.env.trading_env import EnvConfig
-from strategies.topk_backtrader import TopkDropBacktrader
 
 __all__ = ["replay_topk"]
 
@@ -29,7 +29,7 @@ def replay_topk(
 
     :param scores: predictions indexed by (datetime, instrument); the decision at t uses the
         scores of the session before t, as Qlib's signal strategies do.
-    :param bars: adjusted bars per instrument (``storm_bt.env.market.load_bars``) covering the
+    :param bars: adjusted bars per instrument (``storm_bt.agents.states.load_bars``) covering the
         session before ``start`` through the session after ``end``.
     """
     start, end = pd.Timestamp(start), pd.Timestamp(end)

@@ -11,8 +11,8 @@ import pandas as pd
 from storm_bt.bridge.analyzers import PaperMetrics
 from storm_bt.bridge.broker import make_cerebro
 from storm_bt.bridge.feeds import factor_feed
+from storm_bt.bridge.policy_trader import PolicyTrader
 from storm_bt.env.trading_env import EnvConfig, check_market
-from strategies.policy_trader import PolicyTrader
 
 __all__ = ["ActionSequence", "Replay", "replay"]
 

@@ -43,7 +43,7 @@ class StormModel(Model):
     :param train_kwargs: fields of :class:`TrainConfig` (``epochs``, ``lr``, ``seed``, ...).
     """
 
-    network: type[torch.nn.Module] = Storm  # what is trained; baselines swap it (see storm_bt.baselines)
+    network: type[torch.nn.Module] = Storm  # what is trained; baselines swap it (see storm_bt.model.factorvae)
 
     def __init__(
         self,

@@ -17,15 +17,15 @@ import pandas as pd
 import pytest
 from ruamel.yaml import YAML
 
+from storm_bt.agents.states import load_bars
 from storm_bt.bridge import ActionSequence, replay
 from storm_bt.bridge.portfolio import replay_topk
 from storm_bt.data.synthetic import SyntheticMarketConfig, write_market_csvs
-from storm_bt.env.market import load_bars
+from storm_bt.data.testing import shared_data_dir
 from storm_bt.env.rollout import rollout
 from storm_bt.env.trading_env import EnvConfig, TradingEnv
-from storm_bt.golden import compare, diff_table, refresh
 from storm_bt.metrics import portfolio_metrics
-from storm_bt.testing import shared_data_dir
+from storm_bt.pipelines.golden import compare, diff_table, refresh
 
 pytestmark = pytest.mark.regression
 HERE = Path(__file__).parent

@@ -24,8 +24,8 @@ from stable_baselines3 import DQN, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
+from storm_bt.agents.states import STATES, StockMarket
 from storm_bt.env.kernel import ACTION_BUY_ALL
-from storm_bt.env.market import STATES, StockMarket
 from storm_bt.env.rollout import Episode, rollout
 from storm_bt.env.trading_env import EnvConfig, TradingEnv
 from storm_bt.env.vec_env import TradingVecEnv

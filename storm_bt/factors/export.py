@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from storm_bt.factors import write_factor_store
+from storm_bt.factors.store import write_factor_store
 from storm_bt.model import StormModel
-from storm_bt.runs import load_run
+from storm_bt.workflows.runs import load_run
 
 __all__ = ["export_run_factors"]
 

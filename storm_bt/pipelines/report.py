@@ -18,7 +18,7 @@ import pandas as pd
 
 from storm_bt.io import atomic_write_text
 from storm_bt.metrics import daily_rank_ic, portfolio_metrics
-from storm_bt.runs import load_artifacts
+from storm_bt.workflows.runs import load_artifacts
 
 __all__ = ["write_report"]
 

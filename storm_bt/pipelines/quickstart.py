@@ -19,17 +19,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from handlers.alpha158_us import label_horizon
+from storm_bt.agents.sb3 import AgentSpec
 from storm_bt.data.csv_source import csv_files, load_csv_dir
 from storm_bt.data.provider import benchmark_name, read_calendar, write_provider
 from storm_bt.data.synthetic import SyntheticMarketConfig, write_market_csvs
 from storm_bt.env.trading_env import EnvConfig
+from storm_bt.handlers.alpha158_us import label_horizon
 from storm_bt.io import atomic_write_text
-from storm_bt.report import write_report
-from storm_bt.rl import AgentSpec
-from storm_bt.splits import Segments
-from storm_bt.trade import TradeConfig, evaluate_agents, format_tables, train_agents
-from storm_bt.workflow import latest_metrics, load_workflow, retarget, run_qrun, write_workflow
+from storm_bt.pipelines.report import write_report
+from storm_bt.pipelines.trading import TradeConfig, evaluate_agents, format_tables, train_agents
+from storm_bt.workflows.qrun import latest_metrics, load_workflow, retarget, run_qrun, write_workflow
+from storm_bt.workflows.segments import Segments
 
 __all__ = ["QuickstartConfig", "default_workflow_path", "run_quickstart"]
 
@@ -40,7 +40,7 @@ STAGES = 7
 
 def default_workflow_path() -> Path:
     """The STORM (small preset) DJ30 workflow shipped in the repository's ``experiments/`` folder."""
-    return Path(__file__).resolve().parents[1] / "experiments" / "workflow_storm_small_dj30.yaml"
+    return Path(__file__).resolve().parents[2] / "experiments" / "workflow_storm_small_dj30.yaml"
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def _factor_stage(cfg: QuickstartConfig, source_digest: str) -> Path:
     if store.is_file() and stamp.is_file() and stamp.read_text() == source_digest:
         log.info("[4/%d] factors: reusing %s (same data and workflow)", STAGES, store)
         return store
-    from storm_bt.factor_export import export_run_factors
+    from storm_bt.factors.export import export_run_factors
 
     log.info("[4/%d] factors: exporting STORM embeddings to %s", STAGES, store)
     export_run_factors(cfg.run_dir, store)

@@ -26,7 +26,7 @@ from ruamel.yaml import YAML
 
 from storm_bt.data.calendar import nyse_sessions
 from storm_bt.io import atomic_write_text
-from storm_bt.splits import Segments
+from storm_bt.workflows.segments import Segments
 
 __all__ = [
     "handler_kwargs",

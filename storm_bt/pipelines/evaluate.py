@@ -28,11 +28,10 @@ from typing import Any
 import pandas as pd
 from ruamel.yaml import YAML
 
-from handlers.alpha158_us import LABELS, label_horizon
 from storm_bt.data.provider import read_calendar
+from storm_bt.handlers.alpha158_us import LABELS, label_horizon
 from storm_bt.io import atomic_write_text
-from storm_bt.splits import Segments
-from storm_bt.workflow import (
+from storm_bt.workflows.qrun import (
     handler_kwargs,
     latest_metrics,
     load_workflow,
@@ -43,6 +42,7 @@ from storm_bt.workflow import (
     workflow_segments,
     write_workflow,
 )
+from storm_bt.workflows.segments import Segments
 
 __all__ = ["EvalConfig", "ModelEntry", "format_eval_tables", "run_evaluation"]
 
@@ -222,7 +222,7 @@ def _describe(cfg: EvalConfig, config: dict[str, Any]) -> dict[str, Any]:
 
 def _trading(cfg: EvalConfig, out: Path, runs: dict[tuple[str, int], Path]) -> pd.DataFrame:
     """The trading experiment on the factors of the chosen model's first-seed run, over the same seeds."""
-    from storm_bt.trade import TradeConfig, evaluate_agents, train_agents
+    from storm_bt.pipelines.trading import TradeConfig, evaluate_agents, train_agents
 
     assert cfg.trading is not None
     source = runs[cfg.trading.get("factors_from", cfg.models[0].name), cfg.seeds[0]]
@@ -285,7 +285,7 @@ def _table(results: pd.DataFrame, columns: dict[str, str], extra: list[list[str]
 
 def format_eval_tables(results: pd.DataFrame, described: dict[str, Any], trading: pd.DataFrame | None = None) -> str:
     """The paper's tables in markdown: mean ± std (ddof 1) over seeds, n = number of seeds."""
-    from storm_bt.trade import format_tables
+    from storm_bt.pipelines.trading import format_tables
 
     data, label, costs = described["data"], described["label"], described["costs"]
     seg = data["segments"]

@@ -21,7 +21,7 @@ __all__ = ["bars_to_csv_text", "shared_data_dir", "yahoo_chart_json", "yahoo_not
 def shared_data_dir() -> Path | None:
     """The real development data (``../shared/data`` beside the repository, or ``$STORM_BT_SHARED_DATA``)."""
     env = os.environ.get("STORM_BT_SHARED_DATA")
-    candidate = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+    candidate = Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
     return candidate if (candidate / "dj30").is_dir() else None
 
 

@@ -16,7 +16,7 @@ import math
 import backtrader as bt
 import pandas as pd
 
-from strategies.topk_weekly import topk_drop_swaps
+from storm_bt.strategies.topk_weekly import topk_drop_swaps
 
 __all__ = ["TopkDropBacktrader"]
 

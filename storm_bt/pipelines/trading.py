@@ -22,15 +22,15 @@ import pandas as pd
 from ruamel.yaml import YAML
 from tqdm.auto import tqdm
 
+from storm_bt.agents.sb3 import BUY_AND_HOLD, AgentSpec, evaluate, load_policy, train_agent
+from storm_bt.agents.states import FeatureScaler, StockMarket, factor_states, load_bars, price_states
 from storm_bt.bridge import Replay, replay
-from storm_bt.env.market import FeatureScaler, StockMarket, factor_states, load_bars, price_states
 from storm_bt.env.rollout import Episode
 from storm_bt.env.trading_env import EnvConfig
-from storm_bt.factors import FactorStore
+from storm_bt.factors.store import FactorStore
 from storm_bt.io import atomic_write_text
-from storm_bt.rl import BUY_AND_HOLD, AgentSpec, evaluate, load_policy, train_agent
-from storm_bt.splits import Segments
-from storm_bt.workflow import load_workflow, provider_path, run_qrun_once
+from storm_bt.workflows.qrun import load_workflow, provider_path, run_qrun_once
+from storm_bt.workflows.segments import Segments
 
 __all__ = ["METRICS", "TradeConfig", "evaluate_agents", "format_tables", "replay_agent", "train_agents"]
 
@@ -112,7 +112,7 @@ def _factor_store(cfg: TradeConfig, out: Path) -> tuple[Path, Segments]:
             log.info("factors: reusing %s", path)
         else:
             run_dir = Path(source) if kind == "run" else _train_storm(Path(source), out / "storm")
-            from storm_bt.factor_export import export_run_factors
+            from storm_bt.factors.export import export_run_factors
 
             log.info("factors: exporting STORM embeddings of %s to %s", run_dir, path)
             export_run_factors(run_dir, path)

@@ -22,7 +22,7 @@ import pandas as pd
 
 from storm_bt.data.csv_source import load_csv_dir
 from storm_bt.data.provider import provider_fields
-from storm_bt.factors import FactorStore
+from storm_bt.factors.store import FactorStore
 
 __all__ = ["FeatureScaler", "StockMarket", "factor_states", "load_bars", "price_states"]
 
