@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.logging import RichHandler
 
 from storm_bt.data.schema import DataValidationError, DownloadError
+from storm_bt.io import LockedError
 
 __all__ = ["build_parser", "main"]
 
@@ -237,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", handlers=[handler])
     try:
         args.func(args)
-    except (DataValidationError, DownloadError, FileNotFoundError, LookupError, ValueError) as e:
+    except (DataValidationError, DownloadError, FileNotFoundError, LockedError, LookupError, ValueError) as e:
         log.error("%s", e)
         return 2
     return 0

@@ -1,4 +1,5 @@
-"""Atomic file and folder writes: an interrupted write never leaves a half file in place.
+"""Atomic, locked writes of shared state: an interrupted write never leaves a half file in place,
+and two processes never write the same state at once.
 
 Every artifact the project writes (CSV cache, Qlib provider, checkpoints, factor stores) goes
 through these helpers, so a crash or a validation error keeps the previous version intact.
@@ -13,7 +14,39 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "staged_dir"]
+from filelock import FileLock, Timeout
+
+__all__ = ["LockedError", "atomic_path", "atomic_write_bytes", "atomic_write_text", "exclusive", "staged_dir"]
+
+
+class LockedError(RuntimeError):
+    """Another process is writing the same shared state."""
+
+
+@contextmanager
+def exclusive(target: str | Path, what: str) -> Iterator[None]:
+    """Hold the write lock of ``target`` (a file or folder) for the block, or fail at once.
+
+    The lock is ``.<name>.lock`` beside ``target`` (a folder replaced by :func:`staged_dir` cannot
+    hold its own lock). It is an OS lock: a crashed writer releases it, so a leftover lock file
+    never blocks anyone.
+
+    :param what: what ``target`` is, for the message ("Qlib provider", "factor store", ...).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(target.parent / f".{target.name}.lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout as e:
+        raise LockedError(
+            f"The {what} {target} is being written by another process (it holds {lock.lock_file}); "
+            "wait for that process to finish, then run this command again."
+        ) from e
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @contextmanager

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pandas as pd
@@ -55,3 +56,12 @@ def qlib_features(provider: Path, instruments: list[str], fields: list[str], sta
     qlib.init(provider_uri=str(provider), region="us", kernels=1)
     H.clear()  # Qlib keeps an in-memory cache across re-inits; tests switch providers
     return D.features(instruments, fields, start_time=start, end_time=end, freq="day")
+
+
+def folder_digest(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file below ``folder`` (relative path -> digest): byte-identical means equal."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }

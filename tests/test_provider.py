@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import qlib_features
+from conftest import folder_digest, qlib_features
 
 from storm_bt.data.csv_source import load_csv_dir
 from storm_bt.data.provider import FIELDS, read_bin, write_provider
@@ -32,14 +31,6 @@ def _expected(panel: pd.DataFrame) -> pd.DataFrame:
     out["$vwap"] = (out["$high"] + out["$low"] + out["$close"]) / 3
     out.index = pd.MultiIndex.from_arrays([p["instrument"], p["date"]], names=["instrument", "datetime"])
     return out.astype(np.float32)
-
-
-def _digest(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 def _assert_reads_back_exactly(provider: Path, panel: pd.DataFrame) -> None:
@@ -86,7 +77,7 @@ def test_incremental_update_appends_without_rewriting_history(small_market, tmp_
     panel = load_csv_dir(folder)
     old, new = _split(panel, "2015-10-30")
     write_provider(old, tmp_path / "inc", "synth")
-    before = {p: (tmp_path / "inc" / p).read_bytes() for p in _digest(tmp_path / "inc") if p.endswith(".bin")}
+    before = {p: (tmp_path / "inc" / p).read_bytes() for p in folder_digest(tmp_path / "inc") if p.endswith(".bin")}
     summary = write_provider(new, tmp_path / "inc", "synth")
     assert summary.mode == "update" and summary.appended_sessions > 50
     for rel, old_bytes in before.items():
@@ -124,7 +115,7 @@ def test_failed_update_leaves_provider_intact(small_market, tmp_path):
     panel = load_csv_dir(folder)
     old, new = _split(panel, "2015-10-30")
     write_provider(old, tmp_path / "q", "synth")
-    before = _digest(tmp_path / "q")
+    before = folder_digest(tmp_path / "q")
     day = pd.Timestamp("2015-10-28")
     bad = new.copy()
     bad.loc[(bad["instrument"] == "SYN004") & (bad["date"] == day), ["close", "adj_close"]] *= 1.1
@@ -133,8 +124,8 @@ def test_failed_update_leaves_provider_intact(small_market, tmp_path):
     no_overlap = panel[panel["date"] > pd.Timestamp("2015-10-30")]
     with pytest.raises(DataValidationError, match=r"must include the last stored session 2015-10-30"):
         write_provider(no_overlap, tmp_path / "q", "synth")
-    assert _digest(tmp_path / "q") == before
-    assert [p.name for p in tmp_path.iterdir()] == ["q"]  # no staging folder left behind
+    assert folder_digest(tmp_path / "q") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".q.lock", "q"]  # no staging folder left behind
 
 
 def test_update_cannot_prepend_history(small_market, tmp_path):

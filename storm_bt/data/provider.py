@@ -16,7 +16,9 @@ the stocks unless a real index series is given.
 
 An existing provider is extended in place of being rebuilt: only sessions after an instrument's
 last stored day are appended, rescaled so that the adjusted prices continue the stored series.
-Every write happens in a staging copy that replaces the provider only when all of it succeeded.
+Every write happens in a staging copy that replaces the provider only when all of it succeeded,
+under the provider's lock; a folder that is not a provider is never replaced, and a provider whose
+binary files disagree with its calendar and instrument list is refused before anything is appended.
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ from qlib.utils import code_to_fname
 
 from storm_bt.data.calendar import nyse_sessions
 from storm_bt.data.schema import DataValidationError
-from storm_bt.io import atomic_write_text, staged_dir
+from storm_bt.io import atomic_write_text, exclusive, staged_dir
 
 __all__ = [
     "FIELDS",
     "ProviderSummary",
     "benchmark_name",
+    "check_provider",
+    "is_provider",
     "provider_fields",
     "read_bin",
     "read_calendar",
@@ -262,12 +266,84 @@ def _extend_benchmark(stage: Path, bench: str, bench_level: pd.Series, calendar:
         _append_bin(stage, bench, field, series.to_numpy()[1:])
 
 
+def is_provider(root: str | Path) -> bool:
+    """Whether ``root`` holds a provider (its calendar and instrument list)."""
+    root = Path(root)
+    return (root / "calendars" / "day.txt").is_file() and (root / "instruments" / "all.txt").is_file()
+
+
+def _check_target(root: Path) -> None:
+    """Refuse to write over anything that is not a provider: a file, or a folder with other content."""
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"{root} is a file, not a folder: give --qlib-dir a new or empty folder, or a provider.")
+    if root.is_dir() and not is_provider(root) and any(root.iterdir()):
+        raise ValueError(
+            f"{root} is a folder that is not a Qlib provider (no calendars/day.txt and instruments/all.txt) "
+            "and is not empty; it is left untouched. Give --qlib-dir a new or empty folder, or an existing provider."
+        )
+
+
+def _stored_span(root: Path, instrument: str, field: str) -> tuple[int, int]:
+    """Start index and number of values of one binary file, read from its header and size alone."""
+    path = _bin_path(root, instrument, field)
+    size = path.stat().st_size if path.is_file() else 0
+    if size < 4:
+        raise DataValidationError(f"{path} is missing or empty: the provider is damaged; rebuild it from the CSVs.")
+    with path.open("rb") as fh:
+        start = int(np.frombuffer(fh.read(4), dtype=_BIN_DTYPE)[0])
+    return start, size // 4 - 1
+
+
+def check_provider(root: str | Path) -> None:
+    """Raise unless every stock's binary files span exactly its range in ``instruments/all.txt``.
+
+    An append to a file shorter or longer than its listed range would shift every new value by
+    the difference, so this runs before any update.
+    """
+    root = Path(root)
+    calendar = read_calendar(root)
+    position = pd.Series(np.arange(len(calendar)), index=calendar)
+    listing = root / "instruments" / "all.txt"
+    for inst, span in _read_instruments(root, "all").iterrows():
+        if span.start not in position.index or span.end not in position.index:
+            raise DataValidationError(
+                f"{listing}: {inst} spans {span.start.date()}..{span.end.date()}, which is not inside "
+                "calendars/day.txt: the provider is damaged; rebuild it from the CSV files."
+            )
+        first = int(position[span.start])
+        expected = int(position[span.end]) - first + 1
+        for field in FIELDS:
+            start, length = _stored_span(root, str(inst), field)
+            if (start, length) != (first, expected):
+                raise DataValidationError(
+                    f"{_bin_path(root, str(inst), field)} holds {length} values from session {start}, but "
+                    f"{listing} lists {inst} over {span.start.date()}..{span.end.date()} ({expected} values from "
+                    f"session {first}): the provider is damaged; rebuild it from the CSV files."
+                )
+
+
+def _stage_write(
+    root: Path, extend: bool, fields: dict[str, pd.DataFrame], universe: str, bench: str, level: pd.Series
+) -> tuple[pd.DatetimeIndex, int]:
+    """Write (or extend) the provider in a staging folder that replaces ``root`` only if all of it succeeded."""
+    with staged_dir(root, copy_existing=extend) as stage:
+        added = (_update if extend else _fresh)(stage, fields, universe, bench, level)
+        meta_path = stage / _META_FILE
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"universes": {}}
+        meta["universes"][universe] = {"benchmark": bench, "instruments": int(fields["close"].shape[1])}
+        meta["vwap"] = "estimated as adjusted (high + low + close) / 3; Yahoo publishes no VWAP"
+        meta["prices"] = "split- and dividend-adjusted: raw x factor, factor = adj_close / close; volume / factor"
+        atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True))
+        return read_calendar(stage), added
+
+
 def write_provider(
     panel: pd.DataFrame,
     qlib_dir: str | Path,
     universe: str,
     benchmark_close: pd.Series | None = None,
     benchmark: str | None = None,
+    rebuild: bool = False,
 ) -> ProviderSummary:
     """Write ``panel`` into the Qlib provider at ``qlib_dir``, extending it if it already exists.
 
@@ -276,6 +352,9 @@ def write_provider(
     :param benchmark_close: an index level series (e.g. a downloaded ``^DJI``); default: the
         equal-weight total-return index of the panel.
     :param benchmark: instrument name of the benchmark; default ``<UNIVERSE>_EW``.
+    :param rebuild: replace an existing provider by one written from ``panel`` alone (the old one
+        stays if the write fails) instead of extending it.
+    :raises LockedError: another process is writing the same provider.
     """
     if not universe or not universe.replace("_", "").isalnum():
         raise ValueError(f"Universe name must be alphanumeric (underscores allowed), got {universe!r}.")
@@ -286,30 +365,20 @@ def write_provider(
         level = 100.0 * (1.0 + _equal_weight_returns(fields["close"])).cumprod()
     else:
         level = benchmark_close.astype(float).reindex(fields["close"].index)
-    exists = (root / "calendars" / "day.txt").exists()
-    with staged_dir(root, copy_existing=exists) as stage:
-        added = (_update if exists else _fresh)(stage, fields, universe, bench, level)
-        meta_path = stage / _META_FILE
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"universes": {}}
-        meta["universes"][universe] = {"benchmark": bench, "instruments": int(fields["close"].shape[1])}
-        meta["vwap"] = "estimated as adjusted (high + low + close) / 3; Yahoo publishes no VWAP"
-        meta["prices"] = "split- and dividend-adjusted: raw x factor, factor = adj_close / close; volume / factor"
-        atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True))
-        calendar = read_calendar(stage)
+    with exclusive(root, "Qlib provider"):
+        _check_target(root)
+        extend = is_provider(root) and not rebuild
+        if extend:
+            check_provider(root)
+        calendar, added = _stage_write(root, extend, fields, universe, bench, level)
+    mode = "update" if extend else "fresh"
     summary = ProviderSummary(
-        root,
-        universe,
-        bench,
-        int(fields["close"].shape[1]),
-        calendar[0],
-        calendar[-1],
-        added,
-        "update" if exists else "fresh",
+        root, universe, bench, int(fields["close"].shape[1]), calendar[0], calendar[-1], added, mode
     )
     log.info(
         "Provider %s (%s): %d instruments, %s .. %s, %d new sessions",
         root,
-        summary.mode,
+        mode,
         summary.instruments,
         summary.first_session.date(),
         summary.last_session.date(),

@@ -99,8 +99,8 @@ def _provider_stage(cfg: QuickstartConfig, csv_dir: Path) -> tuple[Path, str]:
         log.info("[2/%d] provider: reusing %s (source files unchanged)", STAGES, qlib_dir)
         return qlib_dir, fingerprint
     log.info("[2/%d] provider: writing %s from %s", STAGES, qlib_dir, csv_dir)
-    shutil.rmtree(qlib_dir, ignore_errors=True)
-    write_provider(load_csv_dir(csv_dir, min_history=60), qlib_dir, cfg.universe)
+    panel = load_csv_dir(csv_dir, min_history=60)  # validated before anything of the old provider is touched
+    write_provider(panel, qlib_dir, cfg.universe, rebuild=True)
     atomic_write_text(stamp, fingerprint)
     return qlib_dir, fingerprint
 

@@ -1,0 +1,132 @@
+"""Nothing lost: a failed or refused data command leaves every input and earlier output byte-identical."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import folder_digest
+
+from storm_bt.data.csv_source import load_csv_dir
+from storm_bt.data.provider import check_provider, write_provider
+from storm_bt.data.schema import DataValidationError
+from storm_bt.data.synthetic import SyntheticMarketConfig, write_market_csvs
+from storm_bt.io import LockedError, exclusive
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "storm_bt.cli", *args], capture_output=True, text=True, check=False)
+
+
+def _popen_ingest(csv_dir: Path, qlib_dir: Path, universe: str) -> subprocess.Popen:
+    args = ["data", "ingest", "--csv-dir", str(csv_dir), "--qlib-dir", str(qlib_dir), "--universe", universe]
+    return subprocess.Popen([sys.executable, "-m", "storm_bt.cli", *args], stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def csv_dir(tmp_path: Path) -> Path:
+    out = tmp_path / "csv"
+    write_market_csvs(SyntheticMarketConfig(n_stocks=4, n_days=90, seed=3, n_sectors=2), out)
+    return out
+
+
+def test_ingest_refuses_a_folder_that_is_not_a_provider(csv_dir, tmp_path):
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "thesis.txt").write_text("years of work\n")
+    before = folder_digest(other)
+    done = _cli("data", "ingest", "--csv-dir", str(csv_dir), "--qlib-dir", str(other))
+    assert done.returncode == 2
+    assert "is a folder that is not a Qlib provider" in done.stderr and "left untouched" in done.stderr
+    assert folder_digest(other) == before
+
+
+def test_ingest_into_its_own_csv_folder_deletes_nothing(csv_dir):
+    before = folder_digest(csv_dir)
+    done = _cli("data", "ingest", "--csv-dir", str(csv_dir), "--qlib-dir", str(csv_dir))
+    assert done.returncode == 2 and "not a Qlib provider" in done.stderr
+    assert folder_digest(csv_dir) == before
+
+
+def test_ingest_refuses_a_regular_file(csv_dir, tmp_path):
+    target = tmp_path / "provider"
+    target.write_text("not a folder\n")
+    done = _cli("data", "ingest", "--csv-dir", str(csv_dir), "--qlib-dir", str(target))
+    assert done.returncode == 2 and "is a file, not a folder" in done.stderr
+    assert target.read_text() == "not a folder\n"
+    assert not (tmp_path / ".provider.old").exists()
+
+
+def test_empty_folder_becomes_a_provider(csv_dir, tmp_path):
+    (tmp_path / "empty").mkdir()
+    summary = write_provider(load_csv_dir(csv_dir), tmp_path / "empty", "toy")
+    assert summary.mode == "fresh" and (tmp_path / "empty" / "calendars" / "day.txt").is_file()
+
+
+def test_quickstart_with_bad_csvs_keeps_the_run_provider(csv_dir, tmp_path):
+    run = tmp_path / "run"
+    write_provider(load_csv_dir(csv_dir), run / "qlib_data", "synth")
+    before = folder_digest(run / "qlib_data")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    lines = (csv_dir / "SYN001.csv").read_text().splitlines()
+    lines[5] = lines[5].replace(lines[5].split(",")[4], "oops", 1)
+    (bad / "SYN001.csv").write_text("\n".join(lines) + "\n")
+    done = _cli("quickstart", "--run-dir", str(run), "--csv-dir", str(bad))
+    assert done.returncode == 2 and "'oops' is not a number" in done.stderr
+    assert folder_digest(run / "qlib_data") == before
+
+
+def test_a_held_provider_lock_refuses_a_second_writer(csv_dir, tmp_path):
+    qlib_dir = tmp_path / "q"
+    write_provider(load_csv_dir(csv_dir), qlib_dir, "toy")
+    before = folder_digest(qlib_dir)
+    with exclusive(qlib_dir, "Qlib provider"):
+        done = _cli("data", "ingest", "--csv-dir", str(csv_dir), "--qlib-dir", str(qlib_dir), "--universe", "other")
+    assert done.returncode == 2
+    assert "is being written by another process" in done.stderr and ".q.lock" in done.stderr
+    assert folder_digest(qlib_dir) == before
+    with pytest.raises(LockedError, match="Qlib provider"), exclusive(qlib_dir, "Qlib provider"):
+        write_provider(load_csv_dir(csv_dir), qlib_dir, "other")
+
+
+@pytest.mark.parametrize("trial", range(2))
+def test_two_ingests_at_once_lose_no_universe(tmp_path, trial):
+    """Two universes written into one provider at once: each either lands or is refused, never lost."""
+    markets = {}
+    for name, seed in (("alpha", 11 + trial), ("beta", 21 + trial)):
+        markets[name] = tmp_path / name
+        write_market_csvs(SyntheticMarketConfig(n_stocks=6, n_days=400, seed=seed, n_sectors=2), markets[name])
+    for path in markets["beta"].glob("SYN*.csv"):  # distinct tickers per universe
+        path.rename(path.with_name(path.name.replace("SYN", "ALT")))
+    qlib_dir = tmp_path / "q"
+    procs = {name: _popen_ingest(folder, qlib_dir, name) for name, folder in markets.items()}
+    outcomes = {name: (proc.wait(timeout=240), proc.stderr.read()) for name, proc in procs.items()}
+    landed = [name for name, (code, _) in outcomes.items() if code == 0]
+    for code, err in outcomes.values():
+        assert code == 0 or "is being written by another process" in err, err
+    assert landed, outcomes
+    for name in landed:
+        assert (qlib_dir / "instruments" / f"{name}.txt").is_file(), f"universe {name} was lost"
+    listed = (qlib_dir / "instruments" / "all.txt").read_text()
+    assert all(f"{'SYN' if n == 'alpha' else 'ALT'}000\t" in listed for n in landed)
+
+
+def test_update_of_a_damaged_provider_is_refused_unchanged(csv_dir, tmp_path):
+    qlib_dir = tmp_path / "q"
+    panel = load_csv_dir(csv_dir)
+    last = panel["date"].max()
+    write_provider(panel[panel["date"] < last], qlib_dir, "toy")
+    damaged = qlib_dir / "features" / "syn002" / "open.day.bin"
+    values = np.fromfile(damaged, dtype="<f4")
+    values[:-10].tofile(damaged)  # ten sessions short
+    before = folder_digest(qlib_dir)
+    short = r"syn002/open.day.bin holds 79 values from session 0.*89 values from session 0"
+    with pytest.raises(DataValidationError, match=short):
+        check_provider(qlib_dir)
+    done = _cli("data", "ingest", "--csv-dir", str(csv_dir), "--qlib-dir", str(qlib_dir), "--universe", "toy")
+    assert done.returncode == 2 and "the provider is damaged" in done.stderr
+    assert folder_digest(qlib_dir) == before
