@@ -36,6 +36,7 @@ setup(
         "ruamel.yaml>=0.17.38",
         "tqdm>=4.66",
         "rich>=13.0",
+        "filelock>=3.12",  # locks on shared state (provider, run folders); also pulled in by Qlib
     ],
     extras_require={
         "test": ["pytest>=8.0", "responses>=0.25", "hypothesis>=6.100"],

@@ -8,15 +8,45 @@ through these helpers, so a crash or a validation error keeps the previous versi
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock, Timeout
+from ruamel.yaml import YAML, YAMLError
 
-__all__ = ["LockedError", "atomic_path", "atomic_write_bytes", "atomic_write_text", "exclusive", "staged_dir"]
+__all__ = [
+    "LockedError",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_keys",
+    "exclusive",
+    "package_versions",
+    "read_yaml",
+    "staged_dir",
+]
+
+VERSIONED = (
+    "storm_bt",
+    "torch",
+    "pyqlib",
+    "numpy",
+    "pandas",
+    "lightgbm",
+    "mlflow",
+    "h5py",
+    "numba",
+    "gymnasium",
+    "stable_baselines3",
+    "backtrader",
+)
+"""The packages whose versions every artifact records (results depend on each of them)."""
 
 
 class LockedError(RuntimeError):
@@ -100,3 +130,36 @@ def staged_dir(target: str | Path, copy_existing: bool) -> Iterator[Path]:
         shutil.rmtree(backup, ignore_errors=True)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and of every package a result depends on, recorded beside each artifact."""
+    return {name: version(name) for name in VERSIONED} | {"python": platform.python_version()}
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping read with the safe loader; a syntax error, a duplicate key or a Python tag names the file.
+
+    :raises ValueError: the file is not valid YAML, or does not hold a mapping.
+    """
+    path = Path(path)
+    try:
+        raw = YAML(typ="safe", pure=True).load(path.read_text())
+    except YAMLError as e:
+        raise ValueError(f"{path} is not valid YAML: {' '.join(str(e).split())}") from e
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} must hold a mapping of keys to values, got {type(raw).__name__}.")
+    return raw
+
+
+def check_keys(
+    raw: dict[str, Any], allowed: set[str], required: frozenset[str] | set[str] = frozenset(), where: str = ""
+) -> None:
+    """Reject unknown and missing keys of a config mapping, naming them (and ``where`` they are)."""
+    prefix = f"{where}: " if where else ""
+    unknown = set(raw) - allowed
+    if unknown:
+        raise ValueError(f"{prefix}unknown keys {sorted(map(str, unknown))}; expected some of {sorted(allowed)}.")
+    missing = required - set(raw)
+    if missing:
+        raise ValueError(f"{prefix}missing keys {sorted(missing)}.")

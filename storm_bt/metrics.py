@@ -19,9 +19,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["TRADING_DAYS", "daily_rank_ic", "max_drawdown", "portfolio_metrics", "rank_ic_summary"]
+__all__ = [
+    "PORTFOLIO_METRICS",
+    "TRADING_DAYS",
+    "daily_rank_ic",
+    "max_drawdown",
+    "portfolio_metrics",
+    "rank_ic_summary",
+]
 
 TRADING_DAYS = 252
+PORTFOLIO_METRICS: tuple[str, ...] = ("APY", "CW", "CR", "ASR", "MDD", "AVO")
+"""The paper's portfolio metrics, in the order every table shows them (keys of :func:`portfolio_metrics`)."""
 
 
 def max_drawdown(returns: pd.Series | np.ndarray) -> float:

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
-from importlib.metadata import version
 from pathlib import Path
 
 import pandas as pd
 
 from storm_bt.factors.store import write_factor_store
+from storm_bt.io import package_versions
 from storm_bt.model import StormModel
 from storm_bt.workflows.runs import load_run
 
 __all__ = ["export_run_factors"]
 
 log = logging.getLogger(__name__)
-
-VERSIONED = ("storm_bt", "torch", "pyqlib", "numpy", "pandas", "h5py")
 
 
 def export_run_factors(
@@ -55,6 +53,6 @@ def export_run_factors(
         "segments": run.config["task"]["dataset"]["kwargs"]["segments"],
         "provider_uri": str(run.config["qlib_init"]["provider_uri"]),
         "source_run": f"{Path(run_dir).resolve()}#{run.run_id}",
-        "versions": {name: version(name) for name in VERSIONED},
+        "versions": package_versions(),
     }
     return write_factor_store(run.model.model, data, out, attrs)

@@ -18,25 +18,26 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import platform
 import re
-from dataclasses import dataclass, field, replace
-from importlib.metadata import version
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from ruamel.yaml import YAML
 
 from storm_bt.data.provider import read_calendar
 from storm_bt.handlers.alpha158_us import LABELS, label_horizon
-from storm_bt.io import atomic_write_text
+from storm_bt.io import atomic_write_text, check_keys, package_versions, read_yaml
+from storm_bt.metrics import PORTFOLIO_METRICS as PM
+from storm_bt.pipelines.tables import markdown_table, mean_std
+from storm_bt.pipelines.trading import TradeConfig, evaluate_agents, format_tables, train_agents
 from storm_bt.workflows.qrun import (
     handler_kwargs,
     latest_metrics,
     load_workflow,
     port_analysis_configs,
     provider_path,
+    qrun_finished,
     retarget,
     run_qrun_once,
     workflow_segments,
@@ -48,10 +49,8 @@ __all__ = ["EvalConfig", "ModelEntry", "format_eval_tables", "run_evaluation"]
 
 log = logging.getLogger(__name__)
 
-PORTFOLIO = ("APY", "CW", "CR", "ASR", "MDD", "AVO")
 FACTOR_QUALITY = ("IC", "ICIR", "Rank IC", "Rank ICIR")
 ABLATION = ("Rank IC", "Rank ICIR", "APY", "CW", "ASR", "MDD")
-VERSIONED = ("storm_bt", "pyqlib", "torch", "lightgbm", "numpy", "pandas", "mlflow", "stable_baselines3", "backtrader")
 
 
 @dataclass(frozen=True)
@@ -83,14 +82,11 @@ class EvalConfig:
         names = [m.name for m in [*self.models, *self.ablations]]
         if len(set(names)) != len(names) or len({m.slug for m in [*self.models, *self.ablations]}) != len(names):
             raise ValueError(f"Model and ablation names must be unique (also once lower-cased); got {names}.")
-        unknown = set(self.data) - {"provider_uri", "market", "benchmark", "segments", "fractions"}
-        if unknown:
-            raise ValueError(f"data: unknown keys {sorted(unknown)}.")
+        check_keys(self.data, {"provider_uri", "market", "benchmark", "segments", "fractions"}, where="data")
         if "segments" in self.data and "fractions" in self.data:
             raise ValueError("data: give segments or fractions, not both.")
         if self.trading is not None:
-            if set(self.trading) - {"config", "factors_from"} or "config" not in self.trading:
-                raise ValueError(f"trading: expected {{config, factors_from}}, got {sorted(self.trading)}.")
+            check_keys(self.trading, {"config", "factors_from"}, required={"config"}, where="trading")
             source = self.trading.get("factors_from", self.models[0].name)
             if source not in [m.name for m in self.models]:
                 raise ValueError(f"trading.factors_from {source!r} is not one of the models.")
@@ -99,24 +95,21 @@ class EvalConfig:
     def from_yaml(cls, path: str | Path) -> EvalConfig:
         """Read a config; workflow and trading paths are relative to the config's folder."""
         path = Path(path)
+        raw = read_yaml(path)
         try:
-            raw = YAML(typ="safe", pure=True).load(path.read_text())
             return cls.from_dict(raw, base=path.parent)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ValueError(f"{path}: {e}") from e
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], base: Path = Path(".")) -> EvalConfig:
-        unknown = set(raw) - {"models", "ablations", "seeds", "data", "trading"}
-        if unknown:
-            raise ValueError(f"unknown keys {sorted(unknown)}.")
+        check_keys(raw, {f.name for f in fields(cls)}, required={"models"})
 
         def entries(block: dict[str, Any] | None) -> list[ModelEntry]:
             out = []
             for name, spec in (block or {}).items():
                 spec = {"workflow": spec} if isinstance(spec, str) else dict(spec)
-                if set(spec) - {"workflow", "kwargs"}:
-                    raise ValueError(f"{name}: expected a workflow path or {{workflow, kwargs}}, got {sorted(spec)}.")
+                check_keys(spec, {"workflow", "kwargs"}, required={"workflow"}, where=str(name))
                 workflow = (base / spec["workflow"]).resolve()
                 if not workflow.is_file():
                     raise ValueError(f"{name}: workflow {workflow} not found.")
@@ -180,7 +173,7 @@ def _run_folder(out: Path, entry: ModelEntry, seed: int, config: dict[str, Any])
 
 def _run_one(entry: ModelEntry, seed: int, config: dict[str, Any], run_dir: Path, tag: str) -> tuple[pd.Series, float]:
     """Run (or reuse) one workflow; its metrics and the wall time of the run that made them."""
-    if (run_dir / "qrun.done").is_file():
+    if qrun_finished(run_dir):
         log.info("%s %s seed %d: reusing the finished run in %s", tag, entry.name, seed, run_dir)
     else:
         kwargs = config["task"]["model"]["kwargs"]
@@ -216,14 +209,12 @@ def _describe(cfg: EvalConfig, config: dict[str, Any]) -> dict[str, Any]:
         | {k: v for k, v in backtest["strategy"]["kwargs"].items() if k != "signal"},
         "seeds": cfg.seeds,
         "overrides": {m.name: m.kwargs for m in [*cfg.models, *cfg.ablations] if m.kwargs},
-        "versions": {name: version(name) for name in VERSIONED} | {"python": platform.python_version()},
+        "versions": package_versions(),
     }
 
 
 def _trading(cfg: EvalConfig, out: Path, runs: dict[tuple[str, int], Path]) -> pd.DataFrame:
     """The trading experiment on the factors of the chosen model's first-seed run, over the same seeds."""
-    from storm_bt.pipelines.trading import TradeConfig, evaluate_agents, train_agents
-
     assert cfg.trading is not None
     source = runs[cfg.trading.get("factors_from", cfg.models[0].name), cfg.seeds[0]]
     trade = replace(TradeConfig.from_yaml(cfg.trading["config"]), factors={"run": str(source)}, seeds=cfg.seeds)
@@ -265,28 +256,8 @@ def run_evaluation(cfg: EvalConfig, out: str | Path) -> str:
     return tables
 
 
-def _cell(values: pd.Series) -> str:
-    values = values.dropna()
-    if values.empty:
-        return "n/a"
-    if len(values) == 1:
-        return f"{values.iloc[0]:.4f}"
-    return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
-
-
-def _table(results: pd.DataFrame, columns: dict[str, str], extra: list[list[str]] | None = None) -> list[str]:
-    lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    for model, runs in results.groupby("model", sort=False):
-        cells = [_cell(runs[key]) if key in runs else "n/a" for key in columns.values()]
-        lines.append(f"| {model} (n={len(runs)}) | " + " | ".join(cells) + " |")
-    lines += ["| " + " | ".join(row) + " |" for row in extra or []]
-    return [*lines, ""]
-
-
 def format_eval_tables(results: pd.DataFrame, described: dict[str, Any], trading: pd.DataFrame | None = None) -> str:
     """The paper's tables in markdown: mean ± std (ddof 1) over seeds, n = number of seeds."""
-    from storm_bt.pipelines.trading import format_tables
-
     data, label, costs = described["data"], described["label"], described["costs"]
     seg = data["segments"]
     lines = [
@@ -302,18 +273,17 @@ def format_eval_tables(results: pd.DataFrame, described: dict[str, Any], trading
     ]
     models = results[results["group"] == "model"]
     market = [f"market ({data['benchmark']})"]
-    market += [
-        _cell(models[f"paper.market.{m}"].iloc[:1]) if f"paper.market.{m}" in models else "n/a" for m in PORTFOLIO
-    ]
+    market += [mean_std(models[f"paper.market.{m}"].iloc[:1]) if f"paper.market.{m}" in models else "n/a" for m in PM]
     lines += ["## Portfolio management (test, net of costs)", ""]
-    lines += _table(models, {m: f"paper.{m}" for m in PORTFOLIO}, [market])
+    lines += markdown_table(models, ["model"], {m: f"paper.{m}" for m in PM}, extra_rows=[market])
     lines += ["## Factor quality (test)", ""]
-    lines += _table(models, {m: m for m in FACTOR_QUALITY})
+    lines += markdown_table(models, ["model"], {m: m for m in FACTOR_QUALITY})
     ablations = results[results["group"] == "ablation"]
     if not ablations.empty:
         reference = models[models["model"] == models["model"].iloc[0]]
         lines += ["## Ablations (test)", ""]
-        lines += _table(pd.concat([reference, ablations]), {m: f"paper.{m}" if m in PORTFOLIO else m for m in ABLATION})
+        columns = {m: f"paper.{m}" if m in PM else m for m in ABLATION}
+        lines += markdown_table(pd.concat([reference, ablations]), ["model"], columns)
     if trading is not None:
         lines += ["## Algorithmic trading (test, per stock)", "", format_tables(trading)]
     return "\n".join(lines)

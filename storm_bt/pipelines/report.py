@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from storm_bt.io import atomic_write_text
-from storm_bt.metrics import daily_rank_ic, portfolio_metrics
+from storm_bt.metrics import PORTFOLIO_METRICS, daily_rank_ic, portfolio_metrics
 from storm_bt.workflows.runs import load_artifacts
 
 __all__ = ["write_report"]
@@ -112,8 +112,7 @@ def trading_figures(run_dir: Path, out: Path) -> tuple[list[Path], pd.DataFrame]
         top.legend(fontsize=8)
         bottom.set_ylabel("backtrader / env - 1")
         figures.append(_save(fig, out / f"trading_{stock}.png"))
-    metrics = ["APY", "CW", "CR", "ASR", "MDD", "AVO"]
-    table = results.groupby(["stock", "agent", "engine"], sort=False)[metrics].mean()
+    table = results.groupby(["stock", "agent", "engine"], sort=False)[list(PORTFOLIO_METRICS)].mean()
     return figures, table
 
 

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
-from importlib.metadata import version
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from ruamel.yaml import YAML
 from tqdm.auto import tqdm
 
 from storm_bt.agents.sb3 import BUY_AND_HOLD, AgentSpec, evaluate, load_policy, train_agent
@@ -28,16 +25,15 @@ from storm_bt.bridge import Replay, replay
 from storm_bt.env.rollout import Episode
 from storm_bt.env.trading_env import EnvConfig
 from storm_bt.factors.store import FactorStore
-from storm_bt.io import atomic_write_text
-from storm_bt.workflows.qrun import load_workflow, provider_path, run_qrun_once
+from storm_bt.io import atomic_write_text, check_keys, package_versions, read_yaml
+from storm_bt.metrics import PORTFOLIO_METRICS
+from storm_bt.pipelines.tables import markdown_table
+from storm_bt.workflows.qrun import load_workflow, provider_path, qrun_finished, run_qrun_once
 from storm_bt.workflows.segments import Segments
 
-__all__ = ["METRICS", "TradeConfig", "evaluate_agents", "format_tables", "replay_agent", "train_agents"]
+__all__ = ["TradeConfig", "evaluate_agents", "format_tables", "replay_agent", "train_agents"]
 
 log = logging.getLogger(__name__)
-
-METRICS = ("APY", "CW", "CR", "ASR", "MDD", "AVO")
-VERSIONED = ("storm_bt", "stable_baselines3", "gymnasium", "backtrader", "numba", "torch", "numpy", "pandas")
 
 
 @dataclass(frozen=True)
@@ -63,19 +59,15 @@ class TradeConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TradeConfig:
+        raw = read_yaml(path)
         try:
-            return cls.from_dict(YAML(typ="safe", pure=True).load(Path(path).read_text()))
+            return cls.from_dict(raw)
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{path}: {e}") from e
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TradeConfig:
-        unknown = set(raw) - {"csv_dir", "stocks", "factors", "env", "agents", "seeds", "segments"}
-        if unknown:
-            raise ValueError(f"unknown keys {sorted(unknown)}.")
-        missing = {"csv_dir", "stocks", "factors"} - set(raw)
-        if missing:
-            raise ValueError(f"missing keys {sorted(missing)}.")
+        check_keys(raw, {f.name for f in fields(cls)}, required={"csv_dir", "stocks", "factors"})
         return cls(
             csv_dir=Path(raw["csv_dir"]).expanduser(),
             stocks=[str(s).upper() for s in raw["stocks"]],
@@ -131,7 +123,7 @@ def _train_storm(workflow: Path, run_dir: Path) -> Path:
         provider_path(load_workflow(workflow))
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{workflow}: {e}") from e
-    if (run_dir / "qrun.done").is_file():
+    if qrun_finished(run_dir):
         log.info("factors: reusing the STORM run in %s", run_dir)
     else:
         log.info("factors: training STORM with qrun %s (log: %s)", workflow, run_dir / "qrun.log")
@@ -203,7 +195,7 @@ def train_agents(cfg: TradeConfig, out: str | Path) -> None:
         "config": cfg.to_dict(),
         "factor_store": str(store_path.resolve()),
         "segments": segments.to_config(),
-        "versions": {name: version(name) for name in VERSIONED},
+        "versions": package_versions(),
     }
     atomic_write_text(out / "trade.json", json.dumps(manifest, indent=2))
     markets = _markets(cfg.csv_dir, cfg.stocks, store_path, segments, {a.state for a in cfg.agents})
@@ -296,13 +288,5 @@ def format_tables(results: pd.DataFrame, manifest: dict[str, Any] | None = None)
             "",
         ]
     for stock, frame in results.groupby("stock", sort=False):
-        header = "| agent | engine | " + " | ".join(METRICS) + " |"
-        lines += [f"### {stock}", "", header, "|---|---|" + "---|" * len(METRICS)]
-        for (agent, engine), runs in frame.groupby(["agent", "engine"], sort=False):
-            cells = []
-            for metric in METRICS:
-                mean, std = runs[metric].mean(), runs[metric].std(ddof=1) if len(runs) > 1 else np.nan
-                cells.append(f"{mean:.3f}" if np.isnan(std) else f"{mean:.3f} ± {std:.3f}")
-            lines.append(f"| {agent} | {engine} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += [f"### {stock}", "", *markdown_table(frame, ["agent", "engine"], {m: m for m in PORTFOLIO_METRICS})]
     return "\n".join(lines)

@@ -25,7 +25,7 @@ from qlib.utils.data import update_config
 from ruamel.yaml import YAML
 
 from storm_bt.data.calendar import nyse_sessions
-from storm_bt.io import atomic_write_text
+from storm_bt.io import atomic_write_text, read_yaml
 from storm_bt.workflows.segments import Segments
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "load_workflow",
     "port_analysis_configs",
     "provider_path",
+    "qrun_finished",
     "retarget",
     "run_qrun",
     "run_qrun_once",
@@ -44,6 +45,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EPOCH_LINE = re.compile(r"^epoch \d+: loss ")
+DONE_MARKER = "qrun.done"  # in a run folder: qrun finished there; holds the wall seconds
 
 
 def load_workflow(path: str | Path) -> dict[str, Any]:
@@ -52,7 +54,7 @@ def load_workflow(path: str | Path) -> dict[str, Any]:
     The base path is looked up as qrun does: as given (from the working directory), then beside ``path``.
     """
     path = Path(path)
-    config = YAML(typ="safe", pure=True).load(path.read_text())
+    config = read_yaml(path)
     base = config.pop("BASE_CONFIG_PATH", None)
     if base is None:
         return config
@@ -158,6 +160,11 @@ def run_qrun(
         )
 
 
+def qrun_finished(run_dir: str | Path) -> bool:
+    """Whether ``qrun`` finished in ``run_dir`` (a run interrupted before the end is not finished)."""
+    return (Path(run_dir) / DONE_MARKER).is_file()
+
+
 def run_qrun_once(
     workflow_path: str | Path, run_dir: str | Path, progress: Callable[[str], None] | None = None
 ) -> float:
@@ -167,8 +174,8 @@ def run_qrun_once(
     wall time; a run interrupted before that is run again (STORM resumes from its checkpoint).
     """
     run_dir = Path(run_dir)
-    done = run_dir / "qrun.done"
-    if not done.is_file():
+    done = run_dir / DONE_MARKER
+    if not qrun_finished(run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         run_qrun(workflow_path, cwd=run_dir, log_path=run_dir / "qrun.log", progress=progress)

@@ -1,0 +1,46 @@
+"""The package layout: Qlib-facing folders depend on nothing that uses them; one name in site-packages."""
+
+from __future__ import annotations
+
+import ast
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+import pytest
+
+import storm_bt
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _storm_bt_imports(folder: Path) -> set[str]:
+    found = set()
+    for path in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            found |= {n for n in names if n.split(".")[0] == "storm_bt"}
+    return found
+
+
+@pytest.mark.parametrize("folder", ["handlers", "strategies"])
+def test_qlib_facing_folders_import_only_themselves(folder):
+    imported = _storm_bt_imports(ROOT / folder)
+    assert imported, f"{folder}/ should import its own modules as storm_bt.{folder}"
+    assert all(name.startswith(f"storm_bt.{folder}") for name in imported), imported
+
+
+def test_only_storm_bt_is_installed_at_the_top_of_site_packages():
+    assert sorted(k for k, v in packages_distributions().items() if "storm_bt" in v) == ["storm_bt"]
+
+
+def test_every_subpackage_says_what_it_owns():
+    package = Path(storm_bt.__file__).parent
+    inits = [*package.glob("*/__init__.py"), ROOT / "handlers" / "__init__.py", ROOT / "strategies" / "__init__.py"]
+    for init in inits:
+        module = ast.parse(init.read_text())
+        assert ast.get_docstring(module), f"{init} has no docstring"
+        targets = [t for n in module.body if isinstance(n, ast.Assign) for t in n.targets]
+        targets += [n.target for n in module.body if isinstance(n, ast.AnnAssign)]
+        assert "__all__" in [t.id for t in targets if isinstance(t, ast.Name)], f"{init} declares no __all__"
