@@ -36,7 +36,9 @@ setup(
         "ruamel.yaml>=0.17.38",
         "tqdm>=4.66",
         "rich>=13.0",
-        "filelock>=3.12",  # locks on shared state (provider, run folders); also pulled in by Qlib
+        "filelock>=3.12",
+        "statsmodels>=0.14",  # Newey-West (HAC) standard errors
+        "arch>=7.0",  # block bootstrap  # locks on shared state (provider, run folders); also pulled in by Qlib
     ],
     extras_require={
         "test": ["pytest>=8.0", "responses>=0.25", "hypothesis>=6.100"],
