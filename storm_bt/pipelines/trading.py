@@ -287,6 +287,7 @@ def format_tables(results: pd.DataFrame, manifest: dict[str, Any] | None = None)
             f"{manifest['config']['seeds']}.",
             "",
         ]
+    columns = {m: m for m in PORTFOLIO_METRICS}
     for stock, frame in results.groupby("stock", sort=False):
-        lines += [f"### {stock}", "", *markdown_table(frame, ["agent", "engine"], {m: m for m in PORTFOLIO_METRICS})]
+        lines += [f"### {stock}", "", *markdown_table(frame, ["agent", "engine"], columns, count=False)]
     return "\n".join(lines)
