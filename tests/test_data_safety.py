@@ -130,3 +130,30 @@ def test_update_of_a_damaged_provider_is_refused_unchanged(csv_dir, tmp_path):
     done = _cli("data", "ingest", "--csv-dir", str(csv_dir), "--qlib-dir", str(qlib_dir), "--universe", "toy")
     assert done.returncode == 2 and "the provider is damaged" in done.stderr
     assert folder_digest(qlib_dir) == before
+
+
+def test_benchmark_name_cannot_escape_the_provider(csv_dir, tmp_path):
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    done = _cli(
+        "data", "ingest", "--csv-dir", str(csv_dir), "--qlib-dir", str(tmp_path / "a" / "b" / "q"),
+        "--benchmark-name", "../../../EVILBENCH",
+    )  # fmt: skip
+    assert done.returncode == 2 and "benchmark: instrument name '../../../EVILBENCH' is not allowed" in done.stderr
+    after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if not p.name.endswith(".lock"))
+    assert [p for p in after if p not in before and p.parts[0] != "a"] == []
+    assert not list(tmp_path.rglob("*.day.bin"))
+
+
+@pytest.mark.parametrize("name", ["SYN\t9.csv", "SYN\n9.csv", "SYN 9.csv", "A..B.csv"])
+def test_a_file_name_that_is_no_ticker_is_named(csv_dir, tmp_path, name):
+    (csv_dir / name).write_bytes((csv_dir / "SYN000.csv").read_bytes())
+    done = _cli("data", "ingest", "--csv-dir", str(csv_dir), "--qlib-dir", str(tmp_path / "q"))
+    assert done.returncode == 2 and f"file {name!r}: instrument name" in done.stderr
+    assert not (tmp_path / "q").exists()
+
+
+def test_hidden_csv_files_are_skipped_with_a_warning(csv_dir, tmp_path):
+    (csv_dir / "..csv").write_bytes((csv_dir / "SYN000.csv").read_bytes())
+    done = _cli("data", "ingest", "--csv-dir", str(csv_dir), "--qlib-dir", str(tmp_path / "q"))
+    assert done.returncode == 0 and "skipped '..csv'" in done.stderr
+    assert "4 instruments" in done.stderr

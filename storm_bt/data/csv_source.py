@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from storm_bt.data.schema import PANEL_COLUMNS, DataValidationError
+from storm_bt.data.schema import PANEL_COLUMNS, DataValidationError, check_instrument_name
 from storm_bt.data.validate import GapPolicy, align_to_calendar, check_bars, parse_bars
 
 __all__ = ["csv_files", "load_csv_dir", "read_bars_file"]
@@ -33,9 +33,12 @@ def csv_files(csv_dir: str | Path) -> dict[str, Path]:
         raise FileNotFoundError(f"CSV folder {folder} does not exist or is not a folder.")
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if not path.name.lower().endswith(_SUFFIXES) or path.name.startswith((".", "_")):
+        if not path.name.lower().endswith(_SUFFIXES):
             continue
-        ticker = _ticker_of(path)
+        if path.name.startswith((".", "_")):
+            log.warning("%s: skipped %r (hidden or private file name, not a <TICKER>.csv)", folder, path.name)
+            continue
+        ticker = check_instrument_name(_ticker_of(path), f"{folder}: file {path.name!r}")
         if ticker in files:
             raise DataValidationError(
                 f"{folder}: ticker {ticker} appears twice ({files[ticker].name} and {path.name})."

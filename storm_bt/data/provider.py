@@ -33,7 +33,7 @@ import pandas as pd
 from qlib.utils import code_to_fname
 
 from storm_bt.data.calendar import nyse_sessions
-from storm_bt.data.schema import DataValidationError
+from storm_bt.data.schema import DataValidationError, check_instrument_name
 from storm_bt.io import atomic_write_text, exclusive, staged_dir
 
 __all__ = [
@@ -359,8 +359,10 @@ def write_provider(
     if not universe or not universe.replace("_", "").isalnum():
         raise ValueError(f"Universe name must be alphanumeric (underscores allowed), got {universe!r}.")
     root = Path(qlib_dir)
+    bench = check_instrument_name(benchmark or benchmark_name(universe), "benchmark")
+    for instrument in panel["instrument"].unique():
+        check_instrument_name(str(instrument), "panel")
     fields = provider_fields(panel)
-    bench = benchmark or benchmark_name(universe)
     if benchmark_close is None:
         level = 100.0 * (1.0 + _equal_weight_returns(fields["close"])).cumprod()
     else:
