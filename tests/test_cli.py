@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import shlex
 import subprocess
@@ -88,6 +89,32 @@ def test_readme_commands_parse():
         assert callable(args.func)
 
 
-@pytest.mark.parametrize("command", ["data", "quickstart"])
-def test_help(command):
-    assert _run(command, "--help").returncode == 0
+def _subcommands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command path of the parser (``("data", "ingest")``, ...), found from argparse itself."""
+    paths = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                paths += [(*prefix, name), *_subcommands(sub, (*prefix, name))]
+    return paths
+
+
+COMMANDS = _subcommands(build_parser())
+
+
+def test_every_subcommand_is_listed():
+    assert {("data", "ingest"), ("quickstart",), ("trade", "eval"), ("evaluate",), ("report",)} <= set(COMMANDS)
+    assert len(COMMANDS) >= 13
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args([*command, "--help"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: storm-bt {' '.join(command)}")
+
+
+def test_help_runs_as_a_program():
+    done = _run("data", "ingest", "--help")
+    assert done.returncode == 0 and "--qlib-dir" in done.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -69,7 +70,10 @@ def test_env_passes_the_sb3_checker_and_is_registered(action):
 
     features, opens, closes, dates = market()
     env = TradingEnv(features, opens, closes, dates, EnvConfig(action=action, episode_length=20))
-    check_env(env, warn=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env, warn=True)
+    assert [str(w.message) for w in caught] == []
     made = gymnasium.make(ENV_ID, features=features, opens=opens, closes=closes, config=EnvConfig(action=action))
     assert made.reset(seed=0)[0].dtype == np.float32
 
