@@ -11,11 +11,11 @@ import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from filelock import FileLock, Timeout
 from ruamel.yaml import YAML, YAMLError
@@ -26,6 +26,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "check_keys",
+    "config_from_yaml",
     "exclusive",
     "package_versions",
     "read_yaml",
@@ -150,6 +151,18 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ValueError(f"{path} must hold a mapping of keys to values, got {type(raw).__name__}.")
     return raw
+
+
+T = TypeVar("T")
+
+
+def config_from_yaml(path: str | Path, build: Callable[[dict[str, Any]], T]) -> T:
+    """``build`` applied to the mapping in ``path``; any error about its content is prefixed with the file."""
+    raw = read_yaml(path)
+    try:
+        return build(raw)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"{path}: {e}") from e
 
 
 def check_keys(

@@ -27,7 +27,7 @@ import pandas as pd
 
 from storm_bt.data.provider import read_calendar
 from storm_bt.handlers.alpha158_us import LABELS, label_horizon
-from storm_bt.io import atomic_write_text, check_keys, package_versions, read_yaml
+from storm_bt.io import atomic_write_text, check_keys, config_from_yaml, package_versions
 from storm_bt.metrics import PORTFOLIO_METRICS as PM
 from storm_bt.pipelines.tables import markdown_table, mean_std
 from storm_bt.pipelines.trading import TradeConfig, evaluate_agents, format_tables, train_agents
@@ -95,11 +95,7 @@ class EvalConfig:
     def from_yaml(cls, path: str | Path) -> EvalConfig:
         """Read a config; workflow and trading paths are relative to the config's folder."""
         path = Path(path)
-        raw = read_yaml(path)
-        try:
-            return cls.from_dict(raw, base=path.parent)
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise ValueError(f"{path}: {e}") from e
+        return config_from_yaml(path, lambda raw: cls.from_dict(raw, base=path.parent))
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], base: Path = Path(".")) -> EvalConfig:

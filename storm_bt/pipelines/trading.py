@@ -25,7 +25,7 @@ from storm_bt.bridge import Replay, replay
 from storm_bt.env.rollout import Episode
 from storm_bt.env.trading_env import EnvConfig
 from storm_bt.factors.store import FactorStore
-from storm_bt.io import atomic_write_text, check_keys, package_versions, read_yaml
+from storm_bt.io import atomic_write_text, check_keys, config_from_yaml, package_versions
 from storm_bt.metrics import PORTFOLIO_METRICS
 from storm_bt.pipelines.tables import markdown_table
 from storm_bt.workflows.qrun import load_workflow, provider_path, qrun_finished, run_qrun_once
@@ -59,11 +59,7 @@ class TradeConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TradeConfig:
-        raw = read_yaml(path)
-        try:
-            return cls.from_dict(raw)
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{path}: {e}") from e
+        return config_from_yaml(path, cls.from_dict)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TradeConfig:

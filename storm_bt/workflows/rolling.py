@@ -10,7 +10,7 @@ later one. A block that cannot give a valid fold is refused before anything runs
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import pandas as pd
@@ -40,7 +40,7 @@ class RollingSpec:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RollingSpec:
         """Build from YAML values, naming the ``rolling.<key>`` that is wrong."""
-        check_keys(raw, set(cls.__dataclass_fields__), required={"first_test"}, where="rolling")
+        check_keys(raw, {f.name for f in fields(cls)}, required={"first_test"}, where="rolling")
         values = dict(raw)
         for key in ("first_test", "last_test"):
             if values.get(key) is not None:
