@@ -36,9 +36,10 @@ setup(
         "ruamel.yaml>=0.17.38",
         "tqdm>=4.66",
         "rich>=13.0",
-        "filelock>=3.12",
+        "filelock>=3.12",  # locks on shared state (provider, run folders); also pulled in by Qlib
         "statsmodels>=0.14",  # Newey-West (HAC) standard errors
-        "arch>=7.0",  # block bootstrap  # locks on shared state (provider, run folders); also pulled in by Qlib
+        "arch>=7.0",  # block bootstrap
+        "ray>=2.9",  # runs spread over a cluster (storm-bt evaluate --executor ray)
     ],
     extras_require={
         "test": ["pytest>=8.0", "responses>=0.25", "hypothesis>=6.100"],

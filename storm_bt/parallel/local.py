@@ -1,0 +1,55 @@
+"""A local process pool: ``jobs`` runs at once, each in a fresh process with its own thread limit."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+
+from storm_bt.parallel.tasks import Outcome, Task, execute
+
+__all__ = ["LocalExecutor"]
+
+log = logging.getLogger(__name__)
+
+
+class LocalExecutor:
+    """Runs tasks in up to ``jobs`` processes started fresh for every task.
+
+    A fresh process per task (``max_tasks_per_child=1``, spawned) means no state of one run (Qlib's
+    global config, torch's thread pool, mlflow's tracking URI) leaks into the next. A process that
+    dies (killed, out of memory) breaks the whole pool; the runs it took down with it are run
+    again, each alone, so only the run that kills its own process is reported as failed.
+    """
+
+    def __init__(self, jobs: int) -> None:
+        if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+            raise ValueError(f"--jobs must be a positive whole number, got {jobs!r}.")
+        self.jobs = jobs
+
+    def map(self, tasks: Sequence[Task]) -> list[Outcome]:
+        outcomes, broken = self._pool(tasks, self.jobs)
+        for i in broken:
+            (outcomes[i],), _ = self._pool([tasks[i]], 1)
+        return outcomes
+
+    @staticmethod
+    def _pool(tasks: Sequence[Task], jobs: int) -> tuple[list[Outcome], list[int]]:
+        """Outcomes of ``tasks`` on ``jobs`` processes, and the positions lost to a dead process."""
+        outcomes: list[Outcome] = [Outcome(t.name, error="not run") for t in tasks]
+        broken = []
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1) as pool:
+            futures = {pool.submit(execute, task): i for i, task in enumerate(tasks)}
+            for future in as_completed(futures):
+                i = futures[future]
+                try:
+                    outcomes[i] = future.result()
+                except BrokenProcessPool as e:
+                    outcomes[i] = Outcome(tasks[i].name, error=f"its worker process died ({e})")
+                    broken.append(i)
+                    continue
+                log.info("%s: %s", tasks[i].name, "done" if outcomes[i].ok else "FAILED")
+        return outcomes, sorted(broken) if len(tasks) > 1 else []

@@ -1,0 +1,117 @@
+"""The executors: outcomes in order, thread limits, failures named while the others finish, dead workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from storm_bt.io import atomic_path
+from storm_bt.parallel import LocalExecutor, RayExecutor, Task, TaskFailures, run_all
+
+
+def _threads_seen(x: int) -> tuple[int, str, int]:
+    import torch
+
+    return x * x, os.environ["OMP_NUM_THREADS"], torch.get_num_threads()
+
+
+def _write(path: str, text: str) -> str:
+    Path(path).write_text(text)
+    return text
+
+
+def _fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _die_once(marker: str, out: str) -> str:
+    """Dies mid-write on its first attempt (leaving a half file beside ``out``), completes on the next."""
+    with atomic_path(out) as tmp:
+        tmp.write_text("half")
+        if not Path(marker).exists():
+            Path(marker).touch()
+            _die()
+        tmp.write_text("complete")
+    return Path(out).read_text()
+
+
+def test_local_pool_returns_values_in_order_under_each_tasks_thread_limit():
+    tasks = [Task(f"t{i}", _threads_seen, {"x": i}, threads=1 + i % 2) for i in range(4)]
+    values = run_all(LocalExecutor(jobs=2), tasks)
+    assert values == [(0, "1", 1), (1, "2", 2), (4, "1", 1), (9, "2", 2)]
+
+
+def test_a_failed_run_is_named_with_its_error_while_the_others_finish(tmp_path):
+    tasks = [
+        Task("first", _write, {"path": str(tmp_path / "a"), "text": "a"}),
+        Task("broken run", _fail, {"message": "bad learning rate"}),
+        Task("dead run", _die),
+        Task("last", _write, {"path": str(tmp_path / "b"), "text": "b"}),
+    ]
+    with pytest.raises(TaskFailures) as info:
+        run_all(LocalExecutor(jobs=2), tasks)
+    message = str(info.value)
+    assert "2 of 4 runs failed" in message
+    assert "--- broken run ---" in message and "ValueError: bad learning rate" in message
+    assert "--- dead run ---" in message and "worker process died" in message
+    assert (tmp_path / "a").read_text() == "a" and (tmp_path / "b").read_text() == "b"
+
+
+def test_bad_job_counts_and_duplicate_names_are_refused():
+    with pytest.raises(ValueError, match="--jobs"):
+        LocalExecutor(jobs=0)
+    with pytest.raises(ValueError, match="unique"):
+        run_all(LocalExecutor(jobs=1), [Task("a", _fail, {"message": "x"})] * 2)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """A one-node Ray cluster on the loopback address, started by the ``ray`` command as on a real head."""
+    ray = pytest.importorskip("ray")
+    port = _free_port()
+    ray_bin = Path(sys.executable).with_name("ray")
+    start = [str(ray_bin), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2"]
+    start += ["--include-dashboard=false", "--disable-usage-stats"]
+    subprocess.run(start, check=True, capture_output=True, timeout=120)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import the tests folder
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        ray.shutdown()
+        subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, timeout=120)
+
+
+def test_ray_runs_tasks_and_retries_a_killed_worker_without_reusing_its_half_file(ray_cluster, tmp_path):
+    out = tmp_path / "result.txt"
+    tasks = [
+        Task("square", _threads_seen, {"x": 3}, threads=2),
+        Task("killed once", _die_once, {"marker": str(tmp_path / "died"), "out": str(out)}),
+    ]
+    values = run_all(RayExecutor(ray_cluster, retries=1), tasks)
+    assert values == [(9, "2", 2), "complete"]
+    assert (tmp_path / "died").exists() and out.read_text() == "complete"
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name not in ("died", "result.txt")]
+    assert all(n.startswith(".result.txt.") and n.endswith(".tmp") for n in leftovers)  # a killed write stays aside
+
+
+def test_ray_reports_a_run_whose_worker_always_dies_and_finishes_the_others(ray_cluster, tmp_path):
+    tasks = [Task("dies", _die), Task("writes", _write, {"path": str(tmp_path / "w"), "text": "w"})]
+    with pytest.raises(TaskFailures, match=r"1 of 2 runs failed(.|\n)*--- dies ---(.|\n)*Ray gave up after 1"):
+        run_all(RayExecutor(ray_cluster, retries=0), tasks)
+    assert (tmp_path / "w").read_text() == "w"
