@@ -121,10 +121,35 @@ def _trade_run(args: argparse.Namespace) -> None:
     _trade_eval(args)
 
 
-def _evaluate(args: argparse.Namespace) -> None:
-    from storm_bt.pipelines.evaluate import EvalConfig, run_evaluation
+def _numbers(text: str, flag: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{flag} takes whole numbers separated by commas, got {text!r}.") from None
 
-    tables = run_evaluation(EvalConfig.from_yaml(args.config), args.out)
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from storm_bt.parallel import LocalExecutor, RayExecutor, default_jobs
+    from storm_bt.pipelines.eval_config import EvalConfig
+    from storm_bt.pipelines.evaluate import run_evaluation
+
+    cfg = EvalConfig.from_yaml(args.config).subset(
+        models=args.models.split(",") if args.models else None,
+        seeds=_numbers(args.seeds, "--seeds") if args.seeds else None,
+    )
+    if args.executor == "ray":
+        if not args.address:
+            raise ValueError("--executor ray needs --address HOST:PORT of the cluster's head (`ray start --head`).")
+        if args.jobs is not None:
+            raise ValueError("--jobs is for the local executor; a Ray cluster runs as many runs as it has CPUs.")
+        threads = args.threads or 1
+        executor = RayExecutor(args.address, retries=args.ray_retries)
+    else:
+        jobs = args.jobs or default_jobs(args.threads or 1)
+        threads = args.threads or max(1, default_jobs() // jobs)
+        executor = LocalExecutor(jobs)
+    folds = _numbers(args.folds, "--folds") if args.folds else None
+    tables = run_evaluation(cfg, args.out, executor, threads, folds)
     log.info("Tables (%s):\n%s", Path(args.out) / "tables.md", tables)
 
 
@@ -218,6 +243,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="the paper's tables: models, baselines and ablations over several seeds")
     p.add_argument("--config", required=True, help="evaluation YAML, e.g. experiments/evaluate_dj30.yaml")
     p.add_argument("--out", required=True, help="output folder (a rerun reuses every finished run in it)")
+    p.add_argument("--jobs", type=int, help="runs at once in local processes (default: cores / --threads)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="threads of every run, part of its identity (default: cores / --jobs; 1 on a Ray cluster)",
+    )
+    p.add_argument("--executor", choices=("local", "ray"), default="local", help="local processes or a Ray cluster")
+    p.add_argument("--address", help="Ray head address HOST:PORT (with --executor ray)")
+    p.add_argument("--ray-retries", type=int, default=1, help="attempts Ray adds when a worker dies mid-run")
+    p.add_argument("--models", help="run only these models/ablations (comma-separated names), for screening")
+    p.add_argument("--seeds", help="run only these of the config's seeds, e.g. 0,1")
+    p.add_argument("--folds", help="with rolling: run only these folds (positions from 0, e.g. 0,4,9)")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("report", help="HTML report with figures for a qrun run folder and/or a trading run folder")

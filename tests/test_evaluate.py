@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from storm_bt.pipelines.evaluate import EvalConfig, _run_folder, _workflow_for, format_eval_tables
+from storm_bt.pipelines.eval_config import EvalConfig, model_workflow, run_folder
+from storm_bt.pipelines.evaluate import format_eval_tables
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -60,20 +61,21 @@ def test_seed_and_overrides_reach_the_model_and_key_the_run_folder(tmp_path):
     (tmp_path / "calendars" / "day.txt").write_text(
         "\n".join(f"{d:%Y-%m-%d}" for d in pd.bdate_range("2015-01-05", periods=400))
     )
-    one, two = _workflow_for(entry, 1, data), _workflow_for(entry, 2, data)
+    one, two = model_workflow(entry, 1, data, threads=1), model_workflow(entry, 2, data, threads=1)
     assert one["task"]["model"]["kwargs"]["seed"] == 1 and one["task"]["model"]["kwargs"]["epochs"] == 2
     assert one["qlib_init"]["provider_uri"] == str(tmp_path.resolve())
     assert one["task"]["dataset"]["kwargs"]["segments"]["train"][0] == "2015-01-05"
-    first = _run_folder(tmp_path, entry, 1, one)
-    assert first == _run_folder(tmp_path, entry, 1, _workflow_for(entry, 1, data))  # same workflow, same folder
-    assert first.parent.name == "storm_small" and first.name.startswith("seed1_")
-    assert _run_folder(tmp_path, entry, 2, two) != first
+    first = run_folder(tmp_path, "seed1", one, threads=1)
+    assert first == run_folder(tmp_path, "seed1", model_workflow(entry, 1, data, threads=1), threads=1)  # same run
+    assert first.name.startswith("seed1_")
+    assert run_folder(tmp_path, "seed2", two, threads=1) != first
+    assert run_folder(tmp_path, "seed1", one, threads=2) != first  # threads change results: another run
 
 
 def test_missing_provider_is_named_before_any_run(tmp_path):
     cfg = EvalConfig.from_dict(_raw(data={"provider_uri": str(tmp_path / "nowhere")}), base=EXPERIMENTS)
     with pytest.raises(FileNotFoundError, match=r"nowhere.*storm-bt data ingest"):
-        _workflow_for(cfg.models[0], 0, cfg.data)
+        model_workflow(cfg.models[0], 0, cfg.data, threads=1)
 
 
 def test_tables_show_mean_std_over_seeds_and_one_market_row():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from storm_bt.io import check_keys, package_versions, read_yaml
-from storm_bt.pipelines.evaluate import EvalConfig
+from storm_bt.pipelines.eval_config import EvalConfig
 from storm_bt.pipelines.trading import TradeConfig
 
 

@@ -23,6 +23,7 @@ binary files disagree with its calendar and instrument list is refused before an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ __all__ = [
     "benchmark_name",
     "check_provider",
     "is_provider",
+    "provider_digest",
     "provider_fields",
     "read_bin",
     "read_calendar",
@@ -264,6 +266,21 @@ def _extend_benchmark(stage: Path, bench: str, bench_level: pd.Series, calendar:
     level = (growth * float(stored[-1])).loc[calendar[calendar > last]]
     for field, series in _benchmark_fields(pd.concat([pd.Series([stored[-1]], index=[last]), level])).items():
         _append_bin(stage, bench, field, series.to_numpy()[1:])
+
+
+def provider_digest(root: str | Path) -> str:
+    """SHA-256 of a provider's calendar, instrument lists and binary files: equal digests, equal data.
+
+    Anything prepared from a provider (a processed handler) is keyed by it, so an append or a
+    rebuild with other prices is never served what was prepared from the old content.
+    """
+    root = Path(root)
+    files = [root / "calendars" / "day.txt", *sorted((root / "instruments").glob("*.txt"))]
+    files += sorted((root / "features").glob("*/*.bin"))
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def is_provider(root: str | Path) -> bool:

@@ -9,14 +9,14 @@ import pandas as pd
 __all__ = ["markdown_table", "mean_std"]
 
 
-def mean_std(values: pd.Series) -> str:
+def mean_std(values: pd.Series, digits: int = 4) -> str:
     """``mean ± std`` (sample std, ddof 1) of the non-missing values; the value alone if one; ``n/a`` if none."""
     values = values.dropna()
     if values.empty:
         return "n/a"
     if len(values) == 1:
-        return f"{values.iloc[0]:.4f}"
-    return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
+        return f"{values.iloc[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
 
 
 def markdown_table(

@@ -25,7 +25,7 @@ from qlib.utils.data import update_config
 from ruamel.yaml import YAML
 
 from storm_bt.data.calendar import nyse_sessions
-from storm_bt.io import atomic_write_text, read_yaml
+from storm_bt.io import atomic_write_text, exclusive, read_yaml
 from storm_bt.workflows.segments import Segments
 
 __all__ = [
@@ -35,9 +35,11 @@ __all__ = [
     "port_analysis_configs",
     "provider_path",
     "qrun_finished",
+    "qrun_wall",
     "retarget",
     "run_qrun",
     "run_qrun_once",
+    "run_workflow",
     "workflow_segments",
     "write_workflow",
 ]
@@ -180,7 +182,30 @@ def run_qrun_once(
         start = time.perf_counter()
         run_qrun(workflow_path, cwd=run_dir, log_path=run_dir / "qrun.log", progress=progress)
         atomic_write_text(done, f"{time.perf_counter() - start:.1f}\n")
-    return float(done.read_text() or "nan")  # older runs left an empty marker
+    return qrun_wall(run_dir)
+
+
+def qrun_wall(run_dir: str | Path) -> float:
+    """The wall seconds of the finished qrun run in ``run_dir`` (NaN for runs that did not record it)."""
+    return float((Path(run_dir) / DONE_MARKER).read_text() or "nan")
+
+
+def run_workflow(config: dict[str, Any], run_dir: str | Path) -> float:
+    """Run ``config`` through qrun in ``run_dir`` unless a finished run is there; the wall seconds of the
+    run that finished. Holds the folder's lock, so two evaluations never run into one folder at once.
+
+    A model with a ``run_dir`` argument keeps its checkpoints in ``run_dir/checkpoints``: an
+    interrupted run resumes from them.
+    """
+    run_dir = Path(run_dir)
+    with exclusive(run_dir, "qrun run folder"):
+        if not qrun_finished(run_dir):
+            config = copy.deepcopy(config)
+            kwargs = config["task"]["model"]["kwargs"]
+            if "run_dir" in kwargs:
+                kwargs["run_dir"] = "checkpoints"  # qrun runs in run_dir: the folder stays movable
+            write_workflow(config, run_dir / "workflow.yaml")
+        return run_qrun_once(run_dir / "workflow.yaml", run_dir)
 
 
 def latest_metrics(tracking_uri: str, experiment: str = "workflow") -> pd.Series:

@@ -7,13 +7,17 @@ A run folder is where ``qrun`` ran (the quickstart's run folder, for example): i
 
 from __future__ import annotations
 
+import os
 import pickle
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 
 __all__ = ["QrunRun", "load_artifacts", "load_run"]
 
@@ -23,6 +27,21 @@ class QrunRun:
     run_id: str
     config: dict[str, Any]  # the workflow as qrun ran it (BASE_CONFIG_PATH already merged)
     model: Any  # the fitted qlib Model
+
+
+@contextmanager
+def _quiet_downloads() -> Iterator[None]:
+    """No progress bar per artifact: reading a few pickles back is not a download worth showing."""
+    variable = MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name
+    before = os.environ.get(variable)
+    os.environ[variable] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(variable)
+        else:
+            os.environ[variable] = before
 
 
 def load_artifacts(
@@ -42,7 +61,7 @@ def load_artifacts(
         if not runs:
             raise LookupError(f"{db}: experiment {experiment!r} has no finished run.")
         run_id = runs[0].info.run_id
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _quiet_downloads():
         objects = {}
         for name in names:
             try:

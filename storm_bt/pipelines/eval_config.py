@@ -1,0 +1,231 @@
+"""The ``storm-bt evaluate`` config, and the workflows it turns into: one per model, seed (and fold).
+
+The YAML names the models (Qlib workflows: STORM and the baselines), the ablations (more
+workflows), the seeds, optionally the data to run them all on (provider, universe, benchmark and
+dates; by default each workflow's own), optionally a ``rolling:`` block (walk-forward folds, see
+:mod:`storm_bt.workflows.rolling`) with the ``baseline`` every model is tested against, and
+optionally a trading experiment whose agents read the factors of the first seed of one STORM run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from storm_bt.data.provider import read_calendar
+from storm_bt.handlers.alpha158_us import LABELS, label_horizon
+from storm_bt.io import check_keys, config_from_yaml, package_versions
+from storm_bt.workflows.qrun import (
+    handler_kwargs,
+    load_workflow,
+    port_analysis_configs,
+    provider_path,
+    retarget,
+    workflow_segments,
+)
+from storm_bt.workflows.rolling import RollingSpec
+from storm_bt.workflows.segments import Segments
+
+__all__ = ["EvalConfig", "ModelEntry", "describe", "model_workflow", "run_folder", "workflow_on_data"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One row of a table: a workflow, and model kwargs that override the workflow's."""
+
+    name: str
+    workflow: Path
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^a-z0-9]+", "_", self.name.lower()).strip("_")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Models, ablations, seeds, the data they run on, the walk-forward folds, the trading experiment."""
+
+    models: list[ModelEntry]
+    seeds: list[int]
+    ablations: list[ModelEntry] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)  # provider_uri, market, benchmark, segments | fractions
+    rolling: RollingSpec | None = None
+    baseline: str | None = None  # the model every other is tested against; default: the first baseline
+    trading: dict[str, str] | None = None  # {config: TRADING.yaml, factors_from: MODEL NAME}
+
+    def __post_init__(self) -> None:
+        if not self.models or not self.seeds:
+            raise ValueError("An evaluation needs at least one model and one seed.")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {self.seeds}.")
+        names = [m.name for m in self.entries]
+        if len(set(names)) != len(names) or len({m.slug for m in self.entries}) != len(names):
+            raise ValueError(f"Model and ablation names must be unique (also once lower-cased); got {names}.")
+        check_keys(self.data, {"provider_uri", "market", "benchmark", "segments", "fractions"}, where="data")
+        if "segments" in self.data and "fractions" in self.data:
+            raise ValueError("data: give segments or fractions, not both.")
+        if self.baseline is not None and self.baseline not in [m.name for m in self.models]:
+            raise ValueError(f"baseline {self.baseline!r} is not one of the models {[m.name for m in self.models]}.")
+        if self.rolling is not None:
+            if {"segments", "fractions"} & set(self.data):
+                raise ValueError(
+                    "data.segments / data.fractions and rolling: exclude each other (folds set the dates)."
+                )
+            if self.trading is not None:
+                raise ValueError("trading: runs on one split; drop it from a rolling: evaluation.")
+        if self.trading is not None:
+            check_keys(self.trading, {"config", "factors_from"}, required={"config"}, where="trading")
+            source = self.trading.get("factors_from", self.models[0].name)
+            if source not in [m.name for m in self.models]:
+                raise ValueError(f"trading.factors_from {source!r} is not one of the models.")
+
+    @property
+    def entries(self) -> list[ModelEntry]:
+        return [*self.models, *self.ablations]
+
+    @property
+    def baseline_name(self) -> str:
+        """The named baseline, else the first model after the one under study (or that one, alone)."""
+        return self.baseline or self.models[min(1, len(self.models) - 1)].name
+
+    def subset(self, models: list[str] | None = None, seeds: list[int] | None = None) -> EvalConfig:
+        """The same evaluation on some of its models (and ablations) and seeds, for screening."""
+        known = [m.name for m in self.entries]
+        for name in models or []:
+            if name not in known:
+                raise ValueError(f"--models: {name!r} is not in the config; it has {known}.")
+        for seed in seeds or []:
+            if seed not in self.seeds:
+                raise ValueError(f"--seeds: {seed} is not in the config's seeds {self.seeds}.")
+        keep = set(models or known)
+        kept = [m for m in self.models if m.name in keep]
+        if not kept:
+            raise ValueError("--models: keep at least one of the models (not only ablations).")
+        baseline = self.baseline if self.baseline in keep else None
+        trading = self.trading
+        if trading is not None and trading.get("factors_from", self.models[0].name) not in keep:
+            log.warning("trading: skipped, its factors come from a model that is not run (%s)", sorted(keep))
+            trading = None
+        return replace(
+            self,
+            models=kept,
+            ablations=[m for m in self.ablations if m.name in keep],
+            seeds=[s for s in self.seeds if s in set(seeds or self.seeds)],
+            baseline=baseline,
+            trading=trading,
+        )
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> EvalConfig:
+        """Read a config; workflow and trading paths are relative to the config's folder."""
+        path = Path(path)
+        return config_from_yaml(path, lambda raw: cls.from_dict(raw, base=path.parent))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], base: Path = Path(".")) -> EvalConfig:
+        check_keys(raw, {f.name for f in fields(cls)}, required={"models"})
+
+        def entries(block: dict[str, Any] | None) -> list[ModelEntry]:
+            out = []
+            for name, spec in (block or {}).items():
+                spec = {"workflow": spec} if isinstance(spec, str) else dict(spec)
+                check_keys(spec, {"workflow", "kwargs"}, required={"workflow"}, where=str(name))
+                workflow = (base / spec["workflow"]).resolve()
+                if not workflow.is_file():
+                    raise ValueError(f"{name}: workflow {workflow} not found.")
+                out.append(ModelEntry(str(name), workflow, dict(spec.get("kwargs") or {})))
+            return out
+
+        seeds = raw.get("seeds", [0, 1, 2])
+        if not isinstance(seeds, list) or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
+            raise ValueError(f"seeds must be a list of whole numbers, got {seeds!r}.")
+        trading = dict(raw["trading"]) if raw.get("trading") else None
+        if trading and "config" in trading:
+            trading["config"] = str((base / trading["config"]).resolve())
+        return cls(
+            models=entries(raw.get("models")),
+            ablations=entries(raw.get("ablations")),
+            seeds=list(seeds),
+            data=dict(raw.get("data") or {}),
+            rolling=RollingSpec.from_dict(raw["rolling"]) if raw.get("rolling") else None,
+            baseline=None if raw.get("baseline") is None else str(raw["baseline"]),
+            trading=trading,
+        )
+
+
+def workflow_on_data(config: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """``config`` moved onto the evaluation's data; what ``data`` does not name stays the workflow's."""
+    if not data:
+        return config
+    provider = Path(str(data.get("provider_uri", config["qlib_init"]["provider_uri"]))).expanduser()
+    market = data.get("market", handler_kwargs(config)["instruments"])
+    benchmark = data.get("benchmark", port_analysis_configs(config)[0]["backtest"]["benchmark"])
+    if "fractions" in data:
+        embargo = label_horizon(handler_kwargs(config).get("label", "qlib"))
+        calendar = read_calendar(provider)
+        segments = Segments.carve(calendar, tuple(data["fractions"]), embargo=embargo)
+    elif "segments" in data:
+        segments = Segments.from_config(data["segments"])
+    else:
+        segments = workflow_segments(config)
+    return retarget(config, provider.resolve(), market, benchmark, segments)
+
+
+def model_workflow(entry: ModelEntry, seed: int, data: dict[str, Any], threads: int) -> dict[str, Any]:
+    """The workflow of ``entry`` on the evaluation's data, with its overrides, ``seed`` and thread count.
+
+    A model argument named ``num_threads`` (LightGBM's) is set to ``threads``; torch and numpy
+    read theirs from the worker's environment.
+    """
+    config = workflow_on_data(load_workflow(entry.workflow), data)
+    try:
+        provider_path(config)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{entry.name}: {e} Or set data.provider_uri.") from e
+    kwargs = config["task"]["model"]["kwargs"]
+    kwargs.update(entry.kwargs)
+    kwargs["seed"] = seed
+    if "num_threads" in kwargs:
+        kwargs["num_threads"] = threads
+    return config
+
+
+def run_folder(parent: Path, name: str, config: dict[str, Any], threads: int) -> Path:
+    """``parent/<name>_<digest>``: the digest covers the exact workflow and its thread count (torch's
+    results depend on it), so a changed workflow trains afresh beside the old run."""
+    what = json.dumps({"workflow": config, "threads": threads}, sort_keys=True, default=str)
+    return parent / f"{name}_{hashlib.sha256(what.encode()).hexdigest()[:10]}"
+
+
+def describe(cfg: EvalConfig, config: dict[str, Any], threads: int) -> dict[str, Any]:
+    """What every table was measured under: data, label, costs, strategy, seeds, threads and versions."""
+    handler, backtest = handler_kwargs(config), port_analysis_configs(config)[0]
+    label = handler.get("label", "qlib")
+    provider = provider_path(config)
+    instruments = provider / "instruments" / f"{handler['instruments']}.txt"
+    return {
+        "data": {
+            "provider_uri": str(provider),
+            "market": handler["instruments"],
+            "instruments": sum(1 for _ in instruments.open()) if instruments.is_file() else None,
+            "benchmark": backtest["backtest"]["benchmark"],
+            "segments": config["task"]["dataset"]["kwargs"]["segments"],
+            "backtest": [str(backtest["backtest"]["start_time"]), str(backtest["backtest"]["end_time"])],
+        },
+        "label": {"name": label, "expression": LABELS[label][0], "horizon_sessions": LABELS[label][1]},
+        "costs": {k: backtest["backtest"]["exchange_kwargs"].get(k) for k in ("open_cost", "close_cost", "deal_price")},
+        "strategy": {"class": backtest["strategy"]["class"]}
+        | {k: v for k, v in backtest["strategy"]["kwargs"].items() if k != "signal"},
+        "seeds": cfg.seeds,
+        "threads_per_run": threads,
+        "overrides": {m.name: m.kwargs for m in cfg.entries if m.kwargs},
+        "versions": package_versions(),
+    }

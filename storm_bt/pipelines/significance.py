@@ -1,0 +1,88 @@
+"""Significance of a walk-forward history: each model's RankIC against zero, and against a baseline.
+
+Daily RankIC and daily portfolio returns are serially correlated, so the mean tests use
+Newey-West (HAC) standard errors and the Sharpe difference a paired stationary block bootstrap
+(:mod:`storm_bt.metrics`). A model's row is paired with the baseline's row of the same seed (or
+ensemble), on the days both have.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from storm_bt.metrics import daily_rank_ic, mean_test, newey_west_lags, sharpe_difference_interval
+from storm_bt.workflows.runs import load_artifacts
+
+__all__ = ["BOOTSTRAP", "SIGNIFICANCE_COLUMNS", "SpanSeries", "compare", "method_note", "read_span_series"]
+
+BOOTSTRAP = {"block": 20, "reps": 2000, "level": 0.95, "seed": 0}
+"""Stationary bootstrap of the Sharpe difference: mean block length (sessions), resamples, level, seed."""
+
+SIGNIFICANCE_COLUMNS = (
+    "RankIC.t",
+    "RankIC.days",
+    "RankIC.lags",
+    "diff.RankIC",
+    "diff.RankIC.t",
+    "diff.ASR",
+    "diff.ASR.low",
+    "diff.ASR.high",
+)
+
+REPORT = "portfolio_analysis/report_normal_1day.pkl"
+
+
+@dataclass(frozen=True)
+class SpanSeries:
+    """The daily series a walk-forward span is judged on."""
+
+    rank_ic: pd.Series  # Spearman correlation of score and label across stocks, per day
+    net_returns: pd.Series  # the TopK-Drop portfolio's daily return net of costs
+
+
+def read_span_series(span_dir: str | Path) -> SpanSeries:
+    """Daily RankIC and net portfolio returns of an analysed span (read from its mlflow store)."""
+    _, art = load_artifacts(span_dir, ("pred.pkl", "label.pkl", REPORT))
+    report = art[REPORT]
+    return SpanSeries(
+        daily_rank_ic(art["pred.pkl"].iloc[:, 0], art["label.pkl"].iloc[:, 0]).dropna(),
+        report["return"] - report["cost"],
+    )
+
+
+def compare(model: SpanSeries, baseline: SpanSeries | None) -> dict[str, float]:
+    """The model's RankIC t-stat, and (against a baseline) the paired RankIC and Sharpe differences."""
+    own = mean_test(model.rank_ic)
+    out = dict.fromkeys(SIGNIFICANCE_COLUMNS, np.nan) | {
+        "RankIC.t": own.t,
+        "RankIC.days": float(own.n),
+        "RankIC.lags": float(own.lags),
+    }
+    if baseline is None:
+        return out
+    paired = pd.concat({"m": model.rank_ic, "b": baseline.rank_ic}, axis=1, join="inner")
+    difference = mean_test(paired["m"] - paired["b"])
+    asr, low, high = sharpe_difference_interval(model.net_returns, baseline.net_returns, **BOOTSTRAP)
+    return out | {
+        "diff.RankIC": difference.mean,
+        "diff.RankIC.t": difference.t,
+        "diff.ASR": asr,
+        "diff.ASR.low": low,
+        "diff.ASR.high": high,
+    }
+
+
+def method_note(days: int, baseline: str) -> str:
+    """The sentence a table states its tests with."""
+    b = BOOTSTRAP
+    return (
+        f"t = mean / Newey-West (HAC, Bartlett kernel) standard error of the daily series, "
+        f"{newey_west_lags(days)} lags for {days} days (floor(4 (T/100)^(2/9))); |t| > 1.96 is significant "
+        f"at 5% (two-sided). Δ = model - {baseline} on the same days: seed k against {baseline}'s seed k, "
+        f"ensemble against its ensemble. Δ ASR interval: {b['level']:.0%} percentile interval of a paired "
+        f"stationary block bootstrap (mean block {b['block']} sessions, {b['reps']} resamples, seed {b['seed']})."
+    )

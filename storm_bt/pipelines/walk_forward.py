@@ -1,0 +1,304 @@
+"""``storm-bt evaluate`` with a ``rolling:`` block: every model retrained on each fold, judged once on
+the whole out-of-sample span, with significance tests against a baseline.
+
+Three stages, each a list of independent tasks for the executor; whatever finished before is reused:
+
+1. prepare: the processed handler of each fold (processors fit on that fold's train segment),
+   once for every model and seed that reads it (:mod:`storm_bt.workflows.prepared`);
+2. fit: one qrun run per (model, seed, fold) in ``runs/<model>/fold<k>_seed<s>_<digest>/``,
+   recording its test predictions (``SignalRecord``) and that fold's IC (``SigAnaRecord``);
+3. span: per (model, seed), and per model for its seed ensemble, the folds' predictions stitched in
+   date order and analysed once (IC, TopK-Drop backtest, paper metrics) in
+   ``spans/<model>/<seed|ensemble>_<digest>/``, a folder ``storm-bt report`` reads like a qrun run.
+
+Then ``results.csv`` (one row per model and seed or ensemble: metrics, significance, compute
+seconds), ``tables.md`` and ``evaluate.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from storm_bt.data.provider import provider_digest, read_calendar
+from storm_bt.handlers.alpha158_us import label_horizon
+from storm_bt.io import atomic_write_text
+from storm_bt.metrics import PORTFOLIO_METRICS as PM
+from storm_bt.parallel import Executor, Task, run_all
+from storm_bt.pipelines.eval_config import EvalConfig, ModelEntry, describe, model_workflow, run_folder
+from storm_bt.pipelines.significance import SpanSeries, compare, method_note, read_span_series
+from storm_bt.pipelines.tables import mean_std
+from storm_bt.workflows.prepared import handler_key, prepare_handler, with_prepared_handler
+from storm_bt.workflows.qrun import (
+    handler_kwargs,
+    latest_metrics,
+    port_analysis_configs,
+    provider_path,
+    qrun_finished,
+    qrun_wall,
+    retarget,
+    run_workflow,
+)
+from storm_bt.workflows.rolling import rolling_folds
+from storm_bt.workflows.segments import Segments
+from storm_bt.workflows.span import analyse_span, span_finished
+
+__all__ = ["format_walk_forward_tables", "run_walk_forward"]
+
+log = logging.getLogger(__name__)
+
+FOLD_RECORDS = ("SignalRecord", "SigAnaRecord")  # per fold: its predictions and its own IC
+ENSEMBLE = "ensemble"
+
+
+@dataclass(frozen=True)
+class FoldRun:
+    """One (model, seed, fold): its workflow, its run folder and the prepared handler it reads."""
+
+    group: str
+    entry: ModelEntry
+    seed: int
+    fold: int
+    config: dict[str, Any]
+    run_dir: Path
+    prepared: Path
+
+    @property
+    def name(self) -> str:
+        test = self.config["task"]["dataset"]["kwargs"]["segments"]["test"]
+        return f"{self.entry.name} seed {self.seed} fold {self.fold} (test {test[0]}..{test[1]})"
+
+
+@dataclass(frozen=True)
+class Span:
+    """One row of the tables: a model's folds stitched for one seed, or for all its seeds (ensemble)."""
+
+    group: str
+    entry: ModelEntry
+    seed: int | str  # a seed, or ENSEMBLE
+    runs: tuple[FoldRun, ...]  # every seed's folds, in (seed, date) order
+    span_dir: Path
+
+
+def _fold_workflow(entry: ModelEntry, seed: int, cfg: EvalConfig, fold: Segments, threads: int) -> dict[str, Any]:
+    """The model's workflow on ``fold``: handler and processors on the fold's dates, fold records only."""
+    config = model_workflow(entry, seed, cfg.data, threads)
+    backtest = port_analysis_configs(config)[0]["backtest"]
+    config = retarget(config, provider_path(config), handler_kwargs(config)["instruments"], backtest["benchmark"], fold)
+    config["task"]["record"] = [r for r in config["task"]["record"] if r["class"] in FOLD_RECORDS]
+    return config
+
+
+def _span_workflow(entry: ModelEntry, cfg: EvalConfig, folds: list[Segments], threads: int) -> dict[str, Any]:
+    """The model's workflow over the whole span; its analysis records run on the stitched predictions."""
+    config = model_workflow(entry, cfg.seeds[0], cfg.data, threads)
+    span = Segments(folds[0].train, folds[0].valid, (folds[0].test[0], folds[-1].test[1]))
+    backtest = port_analysis_configs(config)[0]["backtest"]
+    return retarget(config, provider_path(config), handler_kwargs(config)["instruments"], backtest["benchmark"], span)
+
+
+def _digest(names: list[str]) -> str:
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:10]
+
+
+def _plan(
+    cfg: EvalConfig, out: Path, threads: int, folds: list[Segments], selected: list[int]
+) -> tuple[list[FoldRun], list[Span]]:
+    provider = provider_path(model_workflow(cfg.models[0], cfg.seeds[0], cfg.data, threads))
+    sha = provider_digest(provider)
+    runs: list[FoldRun] = []
+    spans: list[Span] = []
+    for group, entries in (("model", cfg.models), ("ablation", cfg.ablations)):
+        for entry in entries:
+            by_seed = []
+            for seed in cfg.seeds:
+                mine = []
+                for k in selected:
+                    config = _fold_workflow(entry, seed, cfg, folds[k], threads)
+                    run_dir = run_folder(out / "runs" / entry.slug, f"fold{k:02d}_seed{seed}", config, threads)
+                    prepared = out / "prepared" / f"handler_{handler_key(config, sha)}.pkl"
+                    mine.append(FoldRun(group, entry, seed, k, config, run_dir, prepared))
+                runs += mine
+                by_seed.append(mine)
+                folder = out / "spans" / entry.slug / f"seed{seed}_{_digest([r.run_dir.name for r in mine])}"
+                spans.append(Span(group, entry, seed, tuple(mine), folder))
+            if len(cfg.seeds) > 1:
+                every = [r for mine in by_seed for r in mine]
+                folder = out / "spans" / entry.slug / f"{ENSEMBLE}_{_digest([r.run_dir.name for r in every])}"
+                spans.append(Span(group, entry, ENSEMBLE, tuple(every), folder))
+    return runs, spans
+
+
+def _select(folds: list[Segments], wanted: list[int] | None) -> list[int]:
+    if wanted is None:
+        return list(range(len(folds)))
+    bad = [k for k in wanted if not 0 <= k < len(folds)]
+    if bad or len(set(wanted)) != len(wanted):
+        raise ValueError(f"--folds {wanted}: the config has folds 0..{len(folds) - 1}, each named once.")
+    return sorted(wanted)
+
+
+def run_walk_forward(
+    cfg: EvalConfig, out: str | Path, executor: Executor, threads: int, wanted_folds: list[int] | None = None
+) -> str:
+    """Prepare, fit and analyse every (model, seed, fold) on ``executor``; write and return the tables."""
+    assert cfg.rolling is not None
+    out = Path(out)
+    first = model_workflow(cfg.models[0], cfg.seeds[0], cfg.data, threads)
+    horizon = label_horizon(handler_kwargs(first).get("label", "qlib"))
+    if cfg.rolling.embargo < horizon:
+        raise ValueError(
+            f"rolling.embargo {cfg.rolling.embargo} is shorter than the label's horizon ({horizon} sessions): "
+            "train labels would read valid prices."
+        )
+    folds = rolling_folds(cfg.rolling, read_calendar(provider_path(first)))
+    selected = _select(folds, wanted_folds)
+    runs, spans = _plan(cfg, out, threads, folds, selected)
+    out.mkdir(parents=True, exist_ok=True)
+
+    pending = [r for r in runs if not qrun_finished(r.run_dir)]
+    unique = {r.prepared: r.config for r in pending if not r.prepared.is_file()}
+    prepare = [
+        Task(f"prepare {p.name}", prepare_handler, {"config": c, "target": str(p)}, threads) for p, c in unique.items()
+    ]
+    log.info(
+        "%d folds x %d models x %d seeds: %d runs (%d finished before), %d fold handlers to prepare",
+        len(selected), len(cfg.entries), len(cfg.seeds), len(runs), len(runs) - len(pending), len(prepare),
+    )  # fmt: skip
+    run_all(executor, prepare)
+    fit = [Task(r.name, run_workflow, _fit_kwargs(r), threads) for r in pending]
+    run_all(executor, fit)
+
+    analysis = {s.entry.name: _span_workflow(s.entry, cfg, [folds[k] for k in selected], threads) for s in spans}
+    todo = [s for s in spans if not span_finished(s.span_dir)]
+    run_all(executor, [_span_task(s, analysis[s.entry.name], threads) for s in todo])
+
+    results, series = _results(cfg, spans)
+    atomic_write_text(out / "results.csv", results.to_csv(index=False))
+    described = describe(cfg, first, threads) | {
+        "rolling": {k: str(v) for k, v in vars(cfg.rolling).items()},
+        "folds": [{"fold": k} | folds[k].to_config() for k in selected],
+        "baseline": cfg.baseline_name,
+    }
+    atomic_write_text(out / "evaluate.json", json.dumps(described, indent=2, default=str))
+    tables = format_walk_forward_tables(results, described, _fold_rank_ic(series, folds, selected))
+    atomic_write_text(out / "tables.md", tables)
+    return tables
+
+
+def _fit_kwargs(run: FoldRun) -> dict[str, Any]:
+    return {"config": with_prepared_handler(run.config, run.prepared, run.run_dir), "run_dir": str(run.run_dir)}
+
+
+def _span_task(span: Span, analysis: dict[str, Any], threads: int) -> Task:
+    seeds = sorted({r.seed for r in span.runs})
+    by_seed = [[str(r.run_dir) for r in span.runs if r.seed == s] for s in seeds]
+    records = [r for r in analysis["task"]["record"] if r["class"] != "SignalRecord"]
+    kwargs = {
+        "seeds_fold_runs": by_seed,
+        "span_dir": str(span.span_dir),
+        "qlib_init": analysis["qlib_init"],
+        "records": records,
+    }
+    return Task(f"span {span.entry.name} {span.seed}", analyse_span, kwargs, threads)
+
+
+def _results(cfg: EvalConfig, spans: list[Span]) -> tuple[pd.DataFrame, dict[tuple[str, int | str], SpanSeries]]:
+    """One row per span: its metrics, its significance against the baseline's span of the same seed."""
+    series = {(s.entry.name, s.seed): read_span_series(s.span_dir) for s in spans}
+    rows = []
+    for s in spans:
+        baseline = None if s.entry.name == cfg.baseline_name else series.get((cfg.baseline_name, s.seed))
+        metrics = latest_metrics(f"sqlite:///{(s.span_dir / 'mlruns.db').resolve()}")
+        rows.append(
+            {"group": s.group, "model": s.entry.name, "seed": str(s.seed), "span": str(s.span_dir)}
+            | {"folds": len({r.fold for r in s.runs}), "compute_s": sum(qrun_wall(r.run_dir) for r in s.runs)}
+            | metrics.to_dict()
+            | compare(series[s.entry.name, s.seed], baseline)
+        )
+    return pd.DataFrame(rows), series
+
+
+def _fold_rank_ic(
+    series: dict[tuple[str, int | str], SpanSeries], folds: list[Segments], selected: list[int]
+) -> pd.DataFrame:
+    """Mean daily RankIC of each model (its ensemble, or its one seed) within each fold's test period."""
+    table = {}
+    for (model, seed), s in series.items():
+        if seed == ENSEMBLE or (model, ENSEMBLE) not in series:
+            table[model] = {
+                f"{folds[k].test[0]:%Y-%m-%d}": s.rank_ic.loc[folds[k].test[0] : folds[k].test[1]].mean()
+                for k in selected
+            }
+    return pd.DataFrame(table).T
+
+
+def _cells(rows: pd.DataFrame, columns: dict[str, str], digits: dict[str, int]) -> list[str]:
+    return [mean_std(rows[c], digits.get(c, 4)) if c in rows else "n/a" for c in columns.values()]
+
+
+def _interval(row: pd.Series) -> str:
+    if pd.isna(row.get("diff.ASR")):
+        return "n/a"
+    return f"{row['diff.ASR']:.3f} [{row['diff.ASR.low']:.3f}, {row['diff.ASR.high']:.3f}]"
+
+
+def format_walk_forward_tables(results: pd.DataFrame, described: dict[str, Any], fold_rank_ic: pd.DataFrame) -> str:
+    """Markdown: factor quality with t-stats and differences against the baseline, the TopK-Drop
+    portfolio over the span with the Sharpe difference interval, and RankIC per fold."""
+    data, label, costs, rolling = described["data"], described["label"], described["costs"], described["rolling"]
+    folds, baseline = described["folds"], described["baseline"]
+    span = (folds[0]["test"][0], folds[-1]["test"][1])
+    lines = [
+        f"Walk-forward: {len(folds)} folds, step {rolling['step']}, {rolling['window']} train window, valid "
+        f"{rolling['valid_sessions']} sessions, embargo {rolling['embargo']} sessions; out of sample {span[0]} .. "
+        f"{span[1]}. Each fold's model is trained on its train segment, selected on its valid segment and "
+        "scores only its test period; the test periods are stitched and analysed once.",
+        f"Data: {data['market']} ({data['instruments']} instruments) from {data['provider_uri']}; first fold trains "
+        f"{folds[0]['train'][0]} .. {folds[0]['train'][1]}.",
+        f"Label: {label['name']} = `{label['expression']}` ({label['horizon_sessions']}-session horizon).",
+        f"Costs: open {costs['open_cost']}, close {costs['close_cost']} (fraction of notional), fills at "
+        f"{costs['deal_price']}; strategy {described['strategy']}; benchmark {data['benchmark']}.",
+        f"Seeds: {described['seeds']} ({described['threads_per_run']} thread(s) per run); overrides of the "
+        f"workflows: {described['overrides'] or 'none'}. Rows 'seeds' are mean ± std over the seeds' own spans; "
+        "'ensemble' is one span of the mean of the seeds' standardised scores.",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in described["versions"].items()) + ".",
+        "",
+    ]
+    lines += [method_note(int(results["RankIC.days"].max()), baseline), ""]
+    groups = list(results.groupby(["model"], sort=False))
+    factor = {"Rank IC": "Rank IC", "t": "RankIC.t", "Rank ICIR": "Rank ICIR", "IC": "IC",
+              f"Δ Rank IC vs {baseline}": "diff.RankIC", "t (Δ)": "diff.RankIC.t"}  # fmt: skip
+    digits = {"RankIC.t": 2, "diff.RankIC.t": 2}
+    lines += ["## Factor quality (out of sample, whole span)", "", "| model | " + " | ".join(factor) + " |"]
+    lines.append("|" + "---|" * (len(factor) + 1))
+    for (model,), rows in groups:
+        seeds = rows[rows["seed"] != ENSEMBLE]
+        lines.append(f"| {model}, seeds (n={len(seeds)}) | " + " | ".join(_cells(seeds, factor, digits)) + " |")
+        for _, row in rows[rows["seed"] == ENSEMBLE].iterrows():
+            lines.append(f"| {model}, ensemble | " + " | ".join(_cells(row.to_frame().T, factor, digits)) + " |")
+    portfolio = {m: f"paper.{m}" for m in PM}
+    lines += ["", "## TopK-Drop portfolio (out of sample, whole span, net of costs)", ""]
+    lines += ["| model | " + " | ".join(portfolio) + f" | Δ ASR vs {baseline} [95% CI] |", "|" + "---|" * (len(PM) + 2)]
+    for (model,), rows in groups:
+        seeds = rows[rows["seed"] != ENSEMBLE]
+        interval = mean_std(seeds["diff.ASR"], 3) if seeds["diff.ASR"].notna().any() else "n/a"
+        lines.append(
+            f"| {model}, seeds (n={len(seeds)}) | " + " | ".join(_cells(seeds, portfolio, {})) + f" | {interval} |"
+        )
+        for _, row in rows[rows["seed"] == ENSEMBLE].iterrows():
+            cells = _cells(row.to_frame().T, portfolio, {})
+            lines.append(f"| {model}, ensemble | " + " | ".join(cells) + f" | {_interval(row)} |")
+    market = [mean_std(results[f"paper.market.{m}"].iloc[:1]) if f"paper.market.{m}" in results else "n/a" for m in PM]
+    lines += [f"| market ({data['benchmark']}) | " + " | ".join(market) + " | |", ""]
+    lines += ["## Rank IC per fold (test period; the ensemble, or the one seed)", ""]
+    lines += ["| model | " + " | ".join(fold_rank_ic.columns) + " |", "|" + "---|" * (len(fold_rank_ic.columns) + 1)]
+    for model, row in fold_rank_ic.iterrows():
+        lines.append(f"| {model} | " + " | ".join(f"{v:.4f}" for v in row) + " |")
+    return "\n".join([*lines, ""])

@@ -1,0 +1,178 @@
+"""Walk-forward `storm-bt evaluate` on a synthetic market: significance that separates skill from a
+placebo, processors fit per fold, identical tables whatever the job count, stitched spans."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from qlib.data.dataset.handler import DataHandlerLP
+
+from storm_bt.data.csv_source import load_csv_dir
+from storm_bt.data.provider import read_calendar, write_provider
+from storm_bt.data.synthetic import SyntheticMarketConfig, write_market_csvs
+from storm_bt.pipelines.eval_config import EvalConfig
+from storm_bt.pipelines.report import write_report
+from storm_bt.workflows.prepared import prepare_handler
+from storm_bt.workflows.qrun import load_workflow, retarget
+from storm_bt.workflows.rolling import RollingSpec, rolling_folds
+from storm_bt.workflows.span import ensemble_scores, stitch_predictions
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = ROOT / "experiments"
+MARKET = SyntheticMarketConfig(n_stocks=20, n_days=640, seed=3, signal_strength=0.2)
+TEST_START = 400  # first test session; two folds of 120 sessions follow
+
+
+@pytest.fixture(scope="module")
+def market(tmp_path_factory) -> tuple[Path, Path]:
+    """The synthetic market's CSV folder and its Qlib provider."""
+    tmp = tmp_path_factory.mktemp("walk_forward_market")
+    write_market_csvs(MARKET, tmp / "csv")
+    write_provider(load_csv_dir(tmp / "csv"), tmp / "qlib", "synth")
+    return tmp / "csv", tmp / "qlib"
+
+
+def _rolling(provider: Path) -> dict:
+    first = read_calendar(provider)[TEST_START]
+    return {"first_test": f"{first:%Y-%m-%d}", "step": 120, "valid_sessions": 100, "min_train_sessions": 200}
+
+
+def _evaluate(config: Path, out: Path, *flags: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "storm_bt.cli", "evaluate", "--config", str(config), "--out", str(out), *flags]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def walk_forward(market, tmp_path_factory) -> tuple[Path, Path]:
+    """LightGBM and its shuffled-label placebo, one seed, two yearly-sized folds, on two processes."""
+    _, provider = market
+    tmp = tmp_path_factory.mktemp("walk_forward")
+    config = {
+        "seeds": [0],
+        "baseline": "LightGBM",
+        "data": {"provider_uri": str(provider), "market": "synth", "benchmark": "SYNTH_EW"},
+        "rolling": _rolling(provider),
+        "models": {
+            "LightGBM": str(EXPERIMENTS / "workflow_lgbm_alpha158_dj30.yaml"),
+            "Shuffled labels": str(EXPERIMENTS / "workflow_lgbm_alpha158_dj30_shuffled.yaml"),
+        },
+    }
+    path = tmp / "evaluate.yaml"
+    path.write_text(json.dumps(config))
+    _evaluate(path, tmp / "jobs2", "--jobs", "2", "--threads", "1")
+    return path, tmp / "jobs2"
+
+
+def test_significance_separates_a_learning_model_from_a_shuffled_label_placebo(walk_forward):
+    _, out = walk_forward
+    results = pd.read_csv(out / "results.csv").set_index("model")
+    assert (results["folds"] == 2).all() and (results["RankIC.days"] >= 235).all()
+    assert results.loc["LightGBM", "RankIC.t"] > 3.0
+    assert abs(results.loc["Shuffled labels", "RankIC.t"]) < 2.0
+    assert results.loc["Shuffled labels", "diff.RankIC.t"] < -2.0  # worse than the model it shuffles, significantly
+    low, high = results.loc["Shuffled labels", ["diff.ASR.low", "diff.ASR.high"]]
+    assert low < results.loc["Shuffled labels", "diff.ASR"] < high
+    assert np.isnan(results.loc["LightGBM", "diff.RankIC"])  # the baseline is not tested against itself
+    tables = (out / "tables.md").read_text()
+    assert "Newey-West" in tables and "Δ Rank IC vs LightGBM" in tables and "| Shuffled labels, seeds (n=1) |" in tables
+    t = results.loc["LightGBM", "RankIC.t"]
+    assert f"| {results.loc['LightGBM', 'Rank IC']:.4f} | {t:.2f} |" in tables
+
+
+def test_the_stitched_span_is_the_folds_test_predictions_and_reports_like_a_run(market, walk_forward, tmp_path):
+    _, provider = market
+    _, out = walk_forward
+    results = pd.read_csv(out / "results.csv").set_index("model")
+    span = Path(results.loc["LightGBM", "span"])
+    runs = sorted((out / "runs" / "lightgbm").glob("fold*"))
+    assert [r.name[:13] for r in runs] == ["fold00_seed0_", "fold01_seed0_"]
+    pred, _ = stitch_predictions(runs)
+    folds = rolling_folds(RollingSpec.from_dict(_rolling(provider)), read_calendar(provider))
+    days = pred.index.get_level_values("datetime")
+    assert days.min() == folds[0].test[0] and days.max() == folds[-1].test[1]
+    report = write_report(span, tmp_path)
+    assert report.is_file() and (tmp_path / "rank_ic.png").is_file()
+
+
+def test_jobs_1_and_jobs_2_give_byte_identical_tables_and_a_rerun_reuses_everything(walk_forward):
+    config, out = walk_forward
+    serial = out.parent / "jobs1"
+    _evaluate(config, serial, "--jobs", "1", "--threads", "1")
+    assert (serial / "tables.md").read_bytes() == (out / "tables.md").read_bytes()
+    done = _evaluate(config, out, "--jobs", "2", "--threads", "1")
+    assert "4 runs (4 finished before), 0 fold handlers to prepare" in done.stderr
+
+
+def test_processors_fit_per_fold_ignore_prices_after_the_folds_train_end(market, tmp_path):
+    csv, provider = market
+    (fold, *_) = rolling_folds(RollingSpec.from_dict(_rolling(provider)), read_calendar(provider))
+    panel = load_csv_dir(csv)
+    later = panel["date"] > fold.train[1]
+    shock = np.random.default_rng(0).uniform(0.5, 1.5, int(later.sum()))
+    for column in ("open", "high", "low", "close", "adj_close"):
+        panel.loc[later, column] *= shock
+    write_provider(panel, tmp_path / "perturbed", "synth")
+
+    def processed(qlib_dir: Path, name: str) -> DataHandlerLP:
+        config = retarget(
+            load_workflow(EXPERIMENTS / "workflow_lgbm_alpha158_dj30.yaml"), qlib_dir, "synth", "SYNTH_EW", fold
+        )
+        with open(prepare_handler(config, str(tmp_path / name)), "rb") as fh:
+            return pickle.load(fh)
+
+    original, perturbed = processed(provider, "original.pkl"), processed(tmp_path / "perturbed", "perturbed.pkl")
+    train, test = slice(*fold.train), slice(*fold.test)
+    for key in (DataHandlerLP.DK_I, DataHandlerLP.DK_L):
+        pd.testing.assert_frame_equal(
+            original.fetch(train, col_set="feature", data_key=key),
+            perturbed.fetch(train, col_set="feature", data_key=key),
+        )
+    moved = original.fetch(test, col_set="feature") - perturbed.fetch(test, col_set="feature")
+    assert moved.abs().to_numpy().max() > 0.1  # the perturbation is real: later features did move
+
+
+def test_ensemble_is_the_mean_of_cross_sectionally_standardised_scores():
+    index = pd.MultiIndex.from_product(
+        [pd.to_datetime(["2020-01-02", "2020-01-03"]), list("abc")], names=["datetime", "instrument"]
+    )
+    one = pd.DataFrame({"score": [1.0, 2.0, 3.0, 0.0, 0.0, 3.0]}, index=index)
+    two = pd.DataFrame({"score": [300.0, 200.0, 100.0, 5.0, 6.0, 7.0]}, index=index)  # another scale: no dominance
+    mixed = ensemble_scores([one, two])["score"]
+    np.testing.assert_allclose(mixed.loc["2020-01-02"].to_numpy(), [0.0, 0.0, 0.0], atol=1e-12)
+    assert mixed.loc[("2020-01-03", "c")] > mixed.loc[("2020-01-03", "b")] > mixed.loc[("2020-01-03", "a")]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"trading": {"config": "trading_dj30.yaml"}}, "trading: runs on one split"),
+        ({"data": {"fractions": [0.6, 0.2, 0.2]}}, "exclude each other"),
+        ({"baseline": "XGBoost"}, "baseline 'XGBoost' is not one of the models"),
+        ({"seeds": [0, 0]}, "distinct"),
+        ({"seeds": [0, "one"]}, "whole numbers"),
+        ({"rolling": {"first_test": "2012-01-01", "step": 1}}, "larger than the embargo"),
+    ],
+)
+def test_bad_rolling_configs_are_refused_naming_the_key(extra, message):
+    raw = {"models": {"LightGBM": "workflow_lgbm_alpha158_dj30.yaml"}, "rolling": {"first_test": "2012-01-01"}} | extra
+    with pytest.raises(ValueError, match=message):
+        EvalConfig.from_dict(raw, base=EXPERIMENTS)
+
+
+def test_screening_subsets_name_what_the_config_lacks():
+    cfg = EvalConfig.from_yaml(EXPERIMENTS / "evaluate_dj30.yaml")
+    assert [m.name for m in cfg.subset(models=["LightGBM"]).models] == ["LightGBM"]
+    assert cfg.subset(seeds=[1]).seeds == [1]
+    with pytest.raises(ValueError, match="--models: 'XGBoost'"):
+        cfg.subset(models=["XGBoost"])
+    with pytest.raises(ValueError, match="--seeds: 7"):
+        cfg.subset(seeds=[7])
