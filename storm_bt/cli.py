@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -149,8 +150,16 @@ def _evaluate(args: argparse.Namespace) -> None:
         threads = args.threads or max(1, default_jobs() // jobs)
         executor = LocalExecutor(jobs)
     folds = _numbers(args.folds, "--folds") if args.folds else None
-    tables = run_evaluation(cfg, args.out, executor, threads, folds)
-    log.info("Tables (%s):\n%s", Path(args.out) / "tables.md", tables)
+    subset = [
+        f"{flag}-{value}"
+        for flag, value in (("models", args.models), ("seeds", args.seeds), ("folds", args.folds))
+        if value
+    ]
+    tables_dir = (
+        Path(args.out) / "subsets" / re.sub(r"[^A-Za-z0-9,-]+", "_", "_".join(subset)) if subset else Path(args.out)
+    )
+    tables = run_evaluation(cfg, args.out, executor, threads, folds, tables_dir)
+    log.info("Tables (%s):\n%s", tables_dir / "tables.md", tables)
 
 
 def _report(args: argparse.Namespace) -> None:

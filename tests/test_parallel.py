@@ -30,6 +30,11 @@ def _fail(message: str) -> None:
     raise ValueError(message)
 
 
+def _chatty_fail(message: str) -> None:
+    print("step 1 of 2 done", flush=True)
+    raise ValueError(message)
+
+
 def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -65,6 +70,14 @@ def test_a_failed_run_is_named_with_its_error_while_the_others_finish(tmp_path):
     assert "--- broken run ---" in message and "ValueError: bad learning rate" in message
     assert "--- dead run ---" in message and "worker process died" in message
     assert (tmp_path / "a").read_text() == "a" and (tmp_path / "b").read_text() == "b"
+
+
+def test_a_tasks_output_goes_to_its_log_and_its_tail_into_the_failure(tmp_path, capfd):
+    log = tmp_path / "logs" / "task.log"
+    with pytest.raises(TaskFailures, match=r"(?s)ValueError: bad data.*last lines of .*task.log.*step 1 of 2 done"):
+        run_all(LocalExecutor(jobs=1), [Task("chatty", _chatty_fail, {"message": "bad data"}, log=str(log))])
+    assert "step 1 of 2 done" in log.read_text()
+    assert "step 1 of 2 done" not in capfd.readouterr().out
 
 
 def test_bad_job_counts_and_duplicate_names_are_refused():

@@ -108,8 +108,12 @@ def test_jobs_1_and_jobs_2_give_byte_identical_tables_and_a_rerun_reuses_everyth
     serial = out.parent / "jobs1"
     _evaluate(config, serial, "--jobs", "1", "--threads", "1")
     assert (serial / "tables.md").read_bytes() == (out / "tables.md").read_bytes()
-    done = _evaluate(config, out, "--jobs", "2", "--threads", "1")
-    assert "4 runs (4 finished before), 0 fold handlers to prepare" in done.stderr
+    whole = (out / "tables.md").read_bytes()
+    done = _evaluate(config, out, "--jobs", "2", "--threads", "1", "--folds", "1", "--models", "LightGBM")
+    assert "1 folds x 1 models x 1 seeds: 1 runs (1 finished before), 0 fold handlers to prepare" in done.stderr
+    screened = (out / "subsets" / "models-LightGBM_folds-1" / "tables.md").read_text()
+    assert "Walk-forward: 1 folds" in screened and "Shuffled" not in screened
+    assert (out / "tables.md").read_bytes() == whole  # a screening subset leaves the whole evaluation's tables
 
 
 def test_processors_fit_per_fold_ignore_prices_after_the_folds_train_end(market, tmp_path):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 __all__ = ["THREAD_VARIABLES", "Executor", "Outcome", "Task", "TaskFailures", "default_jobs", "execute", "run_all"]
@@ -34,6 +36,7 @@ class Task:
     function: Callable[..., Any]
     kwargs: dict[str, Any] = field(default_factory=dict)
     threads: int = 1
+    log: str | None = None  # the task's stdout and stderr go here (appended), not to the console
 
 
 @dataclass(frozen=True)
@@ -78,14 +81,42 @@ def limit_threads(threads: int) -> None:
         sys.modules["torch"].set_num_threads(threads)
 
 
+@contextmanager
+def _output_to(log: str | None) -> Iterator[None]:
+    """Send this process's stdout and stderr (its children's too) to ``log`` for the block."""
+    if log is None:
+        yield
+        return
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(log, "ab") as fh:
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, copy in zip((1, 2), saved, strict=True):
+                os.dup2(copy, fd)
+                os.close(copy)
+
+
 def execute(task: Task) -> Outcome:
-    """Run ``task`` here, under its thread limit; an exception becomes a failed outcome."""
+    """Run ``task`` here, under its thread limit; an exception becomes a failed outcome with the
+    end of its traceback and of its log."""
     limit_threads(task.threads)
     try:
-        return Outcome(task.name, value=task.function(**task.kwargs))
+        with _output_to(task.log):
+            return Outcome(task.name, value=task.function(**task.kwargs))
     except Exception as e:  # reported by name with the others; never lost
-        lines = traceback.format_exception(e)
-        return Outcome(task.name, error="".join(lines[-6:]).strip())
+        error = "".join(traceback.format_exception(e)[-6:]).strip()
+        if task.log is not None and Path(task.log).is_file():
+            tail = Path(task.log).read_text(errors="replace").splitlines()[-15:]
+            error += f"\nlast lines of {task.log}:\n" + "\n".join(tail)
+        return Outcome(task.name, error=error)
 
 
 def default_jobs(threads: int = 1) -> int:

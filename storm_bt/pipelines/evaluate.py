@@ -51,20 +51,28 @@ def _trading(cfg: EvalConfig, out: Path, runs: dict[tuple[str, int], Path]) -> p
 
 
 def run_evaluation(
-    cfg: EvalConfig, out: str | Path, executor: Executor, threads: int, folds: list[int] | None = None
+    cfg: EvalConfig,
+    out: str | Path,
+    executor: Executor,
+    threads: int,
+    folds: list[int] | None = None,
+    tables_dir: str | Path | None = None,
 ) -> str:
     """Run every model and ablation over every seed on ``executor`` (reusing finished runs), then the
     trading experiment; write ``results.csv``, ``tables.md`` and ``evaluate.json`` and return the tables.
 
     :param threads: threads of every run (part of each run's identity: results depend on it).
     :param folds: with a ``rolling:`` block, the positions of the folds to run (default: all).
+    :param tables_dir: where the tables, results and description go (default: ``out``; a screening
+        subset writes elsewhere, so the whole evaluation's tables stay as they are).
     """
     if cfg.rolling is not None:
-        return run_walk_forward(cfg, out, executor, threads, folds)
+        return run_walk_forward(cfg, out, executor, threads, folds, tables_dir)
     if folds is not None:
         raise ValueError("--folds needs a rolling: block in the config.")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    tables_dir = Path(tables_dir or out)
+    tables_dir.mkdir(parents=True, exist_ok=True)
     jobs = []
     for group, entries in (("model", cfg.models), ("ablation", cfg.ablations)):
         for entry in entries:
@@ -86,14 +94,14 @@ def run_evaluation(
         row = {"group": group, "model": entry.name, "seed": seed, "run": str(run_dir), "wall_s": qrun_wall(run_dir)}
         rows.append(row | metrics.to_dict())
     results = pd.DataFrame(rows)
-    atomic_write_text(out / "results.csv", results.to_csv(index=False))
+    atomic_write_text(tables_dir / "results.csv", results.to_csv(index=False))
     trading = _trading(cfg, out, runs) if cfg.trading else None
     if trading is not None:
-        atomic_write_text(out / "trading.csv", trading.to_csv(index=False))
+        atomic_write_text(tables_dir / "trading.csv", trading.to_csv(index=False))
     described = describe(cfg, jobs[0][3], threads)
-    atomic_write_text(out / "evaluate.json", json.dumps(described, indent=2, default=str))
+    atomic_write_text(tables_dir / "evaluate.json", json.dumps(described, indent=2, default=str))
     tables = format_eval_tables(results, described, trading)
-    atomic_write_text(out / "tables.md", tables)
+    atomic_write_text(tables_dir / "tables.md", tables)
     return tables
 
 

@@ -66,14 +66,12 @@ def compare(model: SpanSeries, baseline: SpanSeries | None) -> dict[str, float]:
         return out
     paired = pd.concat({"m": model.rank_ic, "b": baseline.rank_ic}, axis=1, join="inner")
     difference = mean_test(paired["m"] - paired["b"])
+    out |= {"diff.RankIC": difference.mean, "diff.RankIC.t": difference.t}
+    common = model.net_returns.index.intersection(baseline.net_returns.index)
+    if len(common) < 2 * BOOTSTRAP["block"]:  # a screening span too short for blocks: no interval
+        return out
     asr, low, high = sharpe_difference_interval(model.net_returns, baseline.net_returns, **BOOTSTRAP)
-    return out | {
-        "diff.RankIC": difference.mean,
-        "diff.RankIC.t": difference.t,
-        "diff.ASR": asr,
-        "diff.ASR.low": low,
-        "diff.ASR.high": high,
-    }
+    return out | {"diff.ASR": asr, "diff.ASR.low": low, "diff.ASR.high": high}
 
 
 def method_note(days: int, baseline: str) -> str:

@@ -145,11 +145,18 @@ def _select(folds: list[Segments], wanted: list[int] | None) -> list[int]:
 
 
 def run_walk_forward(
-    cfg: EvalConfig, out: str | Path, executor: Executor, threads: int, wanted_folds: list[int] | None = None
+    cfg: EvalConfig,
+    out: str | Path,
+    executor: Executor,
+    threads: int,
+    wanted_folds: list[int] | None = None,
+    tables_dir: str | Path | None = None,
 ) -> str:
-    """Prepare, fit and analyse every (model, seed, fold) on ``executor``; write and return the tables."""
+    """Prepare, fit and analyse every (model, seed, fold) on ``executor``; write the tables to
+    ``tables_dir`` (default ``out``) and return them."""
     assert cfg.rolling is not None
     out = Path(out)
+    tables_dir = Path(tables_dir or out)
     first = model_workflow(cfg.models[0], cfg.seeds[0], cfg.data, threads)
     horizon = label_horizon(handler_kwargs(first).get("label", "qlib"))
     if cfg.rolling.embargo < horizon:
@@ -160,12 +167,13 @@ def run_walk_forward(
     folds = rolling_folds(cfg.rolling, read_calendar(provider_path(first)))
     selected = _select(folds, wanted_folds)
     runs, spans = _plan(cfg, out, threads, folds, selected)
-    out.mkdir(parents=True, exist_ok=True)
+    tables_dir.mkdir(parents=True, exist_ok=True)
 
     pending = [r for r in runs if not qrun_finished(r.run_dir)]
     unique = {r.prepared: r.config for r in pending if not r.prepared.is_file()}
     prepare = [
-        Task(f"prepare {p.name}", prepare_handler, {"config": c, "target": str(p)}, threads) for p, c in unique.items()
+        Task(f"prepare {p.name}", prepare_handler, {"config": c, "target": str(p)}, threads, str(p.with_suffix(".log")))
+        for p, c in unique.items()
     ]
     log.info(
         "%d folds x %d models x %d seeds: %d runs (%d finished before), %d fold handlers to prepare",
@@ -180,15 +188,15 @@ def run_walk_forward(
     run_all(executor, [_span_task(s, analysis[s.entry.name], threads) for s in todo])
 
     results, series = _results(cfg, spans)
-    atomic_write_text(out / "results.csv", results.to_csv(index=False))
+    atomic_write_text(tables_dir / "results.csv", results.to_csv(index=False))
     described = describe(cfg, first, threads) | {
         "rolling": {k: str(v) for k, v in vars(cfg.rolling).items()},
         "folds": [{"fold": k} | folds[k].to_config() for k in selected],
         "baseline": cfg.baseline_name,
     }
-    atomic_write_text(out / "evaluate.json", json.dumps(described, indent=2, default=str))
+    atomic_write_text(tables_dir / "evaluate.json", json.dumps(described, indent=2, default=str))
     tables = format_walk_forward_tables(results, described, _fold_rank_ic(series, folds, selected))
-    atomic_write_text(out / "tables.md", tables)
+    atomic_write_text(tables_dir / "tables.md", tables)
     return tables
 
 
@@ -206,7 +214,8 @@ def _span_task(span: Span, analysis: dict[str, Any], threads: int) -> Task:
         "qlib_init": analysis["qlib_init"],
         "records": records,
     }
-    return Task(f"span {span.entry.name} {span.seed}", analyse_span, kwargs, threads)
+    log = span.span_dir.with_name(span.span_dir.name + ".log")  # beside: a rebuilt span folder starts empty
+    return Task(f"span {span.entry.name} {span.seed}", analyse_span, kwargs, threads, str(log))
 
 
 def _results(cfg: EvalConfig, spans: list[Span]) -> tuple[pd.DataFrame, dict[tuple[str, int | str], SpanSeries]]:
