@@ -31,7 +31,15 @@ from storm_bt.workflows.qrun import (
 from storm_bt.workflows.rolling import RollingSpec
 from storm_bt.workflows.segments import Segments
 
-__all__ = ["EvalConfig", "ModelEntry", "describe", "model_workflow", "run_folder", "workflow_on_data"]
+__all__ = [
+    "EvalConfig",
+    "ModelEntry",
+    "describe",
+    "described_lines",
+    "model_workflow",
+    "run_folder",
+    "workflow_on_data",
+]
 
 log = logging.getLogger(__name__)
 
@@ -229,3 +237,18 @@ def describe(cfg: EvalConfig, config: dict[str, Any], threads: int) -> dict[str,
         "overrides": {m.name: m.kwargs for m in cfg.entries if m.kwargs},
         "versions": package_versions(),
     }
+
+
+def described_lines(described: dict[str, Any], data_line: str, seeds_line: str) -> list[str]:
+    """The header of a tables.md: the data and seeds as each evaluation words them, then the label,
+    costs, strategy and package versions of :func:`describe`, worded once for every table."""
+    label, costs = described["label"], described["costs"]
+    return [
+        data_line,
+        f"Label: {label['name']} = `{label['expression']}` ({label['horizon_sessions']}-session horizon).",
+        f"Costs: open {costs['open_cost']}, close {costs['close_cost']} (fraction of notional), fills at "
+        f"{costs['deal_price']}; strategy {described['strategy']}; benchmark {described['data']['benchmark']}.",
+        seeds_line,
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in described["versions"].items()) + ".",
+        "",
+    ]

@@ -25,7 +25,7 @@ import pandas as pd
 from storm_bt.io import atomic_write_text
 from storm_bt.metrics import PORTFOLIO_METRICS as PM
 from storm_bt.parallel import Executor, Task, run_all
-from storm_bt.pipelines.eval_config import EvalConfig, describe, model_workflow, run_folder
+from storm_bt.pipelines.eval_config import EvalConfig, describe, described_lines, model_workflow, run_folder
 from storm_bt.pipelines.tables import markdown_table, mean_std
 from storm_bt.pipelines.trading import TradeConfig, evaluate_agents, format_tables, train_agents
 from storm_bt.pipelines.walk_forward import run_walk_forward
@@ -107,19 +107,15 @@ def run_evaluation(
 
 def format_eval_tables(results: pd.DataFrame, described: dict[str, Any], trading: pd.DataFrame | None = None) -> str:
     """The paper's tables in markdown: mean ± std (ddof 1) over seeds, n = number of seeds."""
-    data, label, costs = described["data"], described["label"], described["costs"]
+    data = described["data"]
     seg = data["segments"]
-    lines = [
+    lines = described_lines(
+        described,
         f"Data: {data['market']} ({data['instruments']} instruments) from {data['provider_uri']}; train "
         f"{seg['train'][0]} .. {seg['train'][1]}, valid {seg['valid'][0]} .. {seg['valid'][1]}, test "
         f"{seg['test'][0]} .. {seg['test'][1]} (backtest {data['backtest'][0]} .. {data['backtest'][1]}).",
-        f"Label: {label['name']} = `{label['expression']}` ({label['horizon_sessions']}-session horizon).",
-        f"Costs: open {costs['open_cost']}, close {costs['close_cost']} (fraction of notional), fills at "
-        f"{costs['deal_price']}; strategy {described['strategy']}; benchmark {data['benchmark']}.",
         f"Seeds: {described['seeds']}; overrides of the workflows: {described['overrides'] or 'none'}.",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in described["versions"].items()) + ".",
-        "",
-    ]
+    )
     models = results[results["group"] == "model"]
     market = [f"market ({data['benchmark']})"]
     market += [mean_std(models[f"paper.market.{m}"].iloc[:1]) if f"paper.market.{m}" in models else "n/a" for m in PM]

@@ -31,7 +31,14 @@ from storm_bt.handlers.alpha158_us import label_horizon
 from storm_bt.io import atomic_write_text
 from storm_bt.metrics import PORTFOLIO_METRICS as PM
 from storm_bt.parallel import Executor, Task, run_all
-from storm_bt.pipelines.eval_config import EvalConfig, ModelEntry, describe, model_workflow, run_folder
+from storm_bt.pipelines.eval_config import (
+    EvalConfig,
+    ModelEntry,
+    describe,
+    described_lines,
+    model_workflow,
+    run_folder,
+)
 from storm_bt.pipelines.significance import SpanSeries, compare, method_note, read_span_series
 from storm_bt.pipelines.tables import mean_std
 from storm_bt.workflows.prepared import handler_key, prepare_handler, with_prepared_handler
@@ -86,21 +93,23 @@ class Span:
     span_dir: Path
 
 
+def _on_segments(config: dict[str, Any], segments: Segments) -> dict[str, Any]:
+    """``config`` on other dates, with its own provider, market and benchmark."""
+    benchmark = port_analysis_configs(config)[0]["backtest"]["benchmark"]
+    return retarget(config, provider_path(config), handler_kwargs(config)["instruments"], benchmark, segments)
+
+
 def _fold_workflow(entry: ModelEntry, seed: int, cfg: EvalConfig, fold: Segments, threads: int) -> dict[str, Any]:
     """The model's workflow on ``fold``: handler and processors on the fold's dates, fold records only."""
-    config = model_workflow(entry, seed, cfg.data, threads)
-    backtest = port_analysis_configs(config)[0]["backtest"]
-    config = retarget(config, provider_path(config), handler_kwargs(config)["instruments"], backtest["benchmark"], fold)
+    config = _on_segments(model_workflow(entry, seed, cfg.data, threads), fold)
     config["task"]["record"] = [r for r in config["task"]["record"] if r["class"] in FOLD_RECORDS]
     return config
 
 
 def _span_workflow(entry: ModelEntry, cfg: EvalConfig, folds: list[Segments], threads: int) -> dict[str, Any]:
     """The model's workflow over the whole span; its analysis records run on the stitched predictions."""
-    config = model_workflow(entry, cfg.seeds[0], cfg.data, threads)
     span = Segments(folds[0].train, folds[0].valid, (folds[0].test[0], folds[-1].test[1]))
-    backtest = port_analysis_configs(config)[0]["backtest"]
-    return retarget(config, provider_path(config), handler_kwargs(config)["instruments"], backtest["benchmark"], span)
+    return _on_segments(model_workflow(entry, cfg.seeds[0], cfg.data, threads), span)
 
 
 def _digest(names: list[str]) -> str:
@@ -108,9 +117,8 @@ def _digest(names: list[str]) -> str:
 
 
 def _plan(
-    cfg: EvalConfig, out: Path, threads: int, folds: list[Segments], selected: list[int]
+    cfg: EvalConfig, out: Path, threads: int, folds: list[Segments], selected: list[int], provider: Path
 ) -> tuple[list[FoldRun], list[Span]]:
-    provider = provider_path(model_workflow(cfg.models[0], cfg.seeds[0], cfg.data, threads))
     sha = provider_digest(provider)
     runs: list[FoldRun] = []
     spans: list[Span] = []
@@ -164,9 +172,10 @@ def run_walk_forward(
             f"rolling.embargo {cfg.rolling.embargo} is shorter than the label's horizon ({horizon} sessions): "
             "train labels would read valid prices."
         )
-    folds = rolling_folds(cfg.rolling, read_calendar(provider_path(first)))
+    provider = provider_path(first)
+    folds = rolling_folds(cfg.rolling, read_calendar(provider))
     selected = _select(folds, wanted_folds)
-    runs, spans = _plan(cfg, out, threads, folds, selected)
+    runs, spans = _plan(cfg, out, threads, folds, selected, provider)
     tables_dir.mkdir(parents=True, exist_ok=True)
 
     pending = [r for r in runs if not qrun_finished(r.run_dir)]
@@ -261,7 +270,7 @@ def _interval(row: pd.Series) -> str:
 def format_walk_forward_tables(results: pd.DataFrame, described: dict[str, Any], fold_rank_ic: pd.DataFrame) -> str:
     """Markdown: factor quality with t-stats and differences against the baseline, the TopK-Drop
     portfolio over the span with the Sharpe difference interval, and RankIC per fold."""
-    data, label, costs, rolling = described["data"], described["label"], described["costs"], described["rolling"]
+    data, rolling = described["data"], described["rolling"]
     folds, baseline = described["folds"], described["baseline"]
     span = (folds[0]["test"][0], folds[-1]["test"][1])
     lines = [
@@ -269,16 +278,14 @@ def format_walk_forward_tables(results: pd.DataFrame, described: dict[str, Any],
         f"{rolling['valid_sessions']} sessions, embargo {rolling['embargo']} sessions; out of sample {span[0]} .. "
         f"{span[1]}. Each fold's model is trained on its train segment, selected on its valid segment and "
         "scores only its test period; the test periods are stitched and analysed once.",
-        f"Data: {data['market']} ({data['instruments']} instruments) from {data['provider_uri']}; first fold trains "
-        f"{folds[0]['train'][0]} .. {folds[0]['train'][1]}.",
-        f"Label: {label['name']} = `{label['expression']}` ({label['horizon_sessions']}-session horizon).",
-        f"Costs: open {costs['open_cost']}, close {costs['close_cost']} (fraction of notional), fills at "
-        f"{costs['deal_price']}; strategy {described['strategy']}; benchmark {data['benchmark']}.",
-        f"Seeds: {described['seeds']} ({described['threads_per_run']} thread(s) per run); overrides of the "
-        f"workflows: {described['overrides'] or 'none'}. Rows 'seeds' are mean ± std over the seeds' own spans; "
-        "'ensemble' is one span of the mean of the seeds' standardised scores.",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in described["versions"].items()) + ".",
-        "",
+        *described_lines(
+            described,
+            f"Data: {data['market']} ({data['instruments']} instruments) from {data['provider_uri']}; first fold "
+            f"trains {folds[0]['train'][0]} .. {folds[0]['train'][1]}.",
+            f"Seeds: {described['seeds']} ({described['threads_per_run']} thread(s) per run); overrides of the "
+            f"workflows: {described['overrides'] or 'none'}. Rows 'seeds' are mean ± std over the seeds' own spans; "
+            "'ensemble' is one span of the mean of the seeds' standardised scores.",
+        ),
     ]
     lines += [method_note(int(results["RankIC.days"].max()), baseline), ""]
     groups = list(results.groupby(["model"], sort=False))
