@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from storm_bt.pipelines import eval_config
 from storm_bt.pipelines.eval_config import EvalConfig, model_workflow, run_folder
 from storm_bt.pipelines.evaluate import format_eval_tables
 
@@ -70,6 +71,18 @@ def test_seed_and_overrides_reach_the_model_and_key_the_run_folder(tmp_path):
     assert first.name.startswith("seed1_")
     assert run_folder(tmp_path, "seed2", two, threads=1) != first
     assert run_folder(tmp_path, "seed1", one, threads=2) != first  # threads change results: another run
+
+
+def test_a_changed_model_source_is_another_run_and_other_libraries_are_not_hashed(tmp_path, monkeypatch):
+    storm = {"task": {"model": {"class": "StormModel", "module_path": "storm_bt.model", "kwargs": {}}}}
+    lgbm = {"task": {"model": {"class": "LGBModel", "module_path": "qlib.contrib.model.gbdt", "kwargs": {}}}}
+    assert eval_config.model_source_digest("storm_bt.model") == eval_config.model_source_digest(
+        "storm_bt.model.factorvae"
+    )
+    before = run_folder(tmp_path, "run", storm, threads=1), run_folder(tmp_path, "run", lgbm, threads=1)
+    monkeypatch.setattr(eval_config, "model_source_digest", lambda m: None if m.startswith("qlib") else "edited")
+    assert run_folder(tmp_path, "run", storm, threads=1) != before[0]
+    assert run_folder(tmp_path, "run", lgbm, threads=1) == before[1]
 
 
 def test_missing_provider_is_named_before_any_run(tmp_path):

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
 from storm_bt.model.chunking import cs_chunks, cs_unchunk, ts_chunks, ts_token_mask, ts_unchunk
 from storm_bt.model.config import ABLATIONS, StormConfig
-from storm_bt.model.losses import cs_standardize, gaussian_kl, gaussian_nll, info_nce, masked_mse
-from storm_bt.model.storm import Storm
+from storm_bt.model.losses import (
+    MAX_LOGIT_SCALE,
+    correlation_loss,
+    cs_rank_gauss,
+    cs_standardize,
+    gaussian_kl,
+    gaussian_nll,
+    info_nce,
+    masked_mse,
+)
+from storm_bt.model.storm import Storm, cs_feature_zscore
 
 TINY = StormConfig.preset(
     "small",
@@ -168,8 +178,109 @@ def test_bad_shapes_are_explained():
         ({"use_cs": False}, "fusion=True needs both branches"),
         ({"d_model": 30, "ts_heads": 4}, "divisible by ts_heads"),
         ({"colour": "red"}, r"Unknown StormConfig key\(s\) \['colour'\]"),
+        ({"label_transform": "rank"}, r"label_transform must be one of \['zscore', 'rank_gauss'\], got 'rank'"),
+        ({"feature_norm": "z"}, "feature_norm must be one of"),
+        ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
     ],
 )
 def test_config_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         StormConfig.preset("small", **kwargs)
+
+
+def test_info_nce_caps_the_temperature_at_100():
+    torch.manual_seed(0)
+    a, b = torch.randn(4, 8), torch.randn(4, 8)
+    capped = info_nce(a, b, torch.tensor(MAX_LOGIT_SCALE))
+    torch.testing.assert_close(info_nce(a, b, torch.tensor(10.0)), capped)
+    assert not torch.allclose(info_nce(a, b, torch.tensor(1.0)), capped)
+
+
+def test_rank_gauss_by_hand():
+    y = torch.tensor([[0.3, -5.0, 0.1, 9.0], [1.0, 2.0, 0.0, 0.0]])
+    mask = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    normal = torch.distributions.Normal(0.0, 1.0)
+    q3 = normal.icdf(torch.tensor([0.5 / 3, 1.5 / 3, 2.5 / 3]))  # ranks 1..3 of 3
+    q2 = normal.icdf(torch.tensor([0.25, 0.75]))
+    expected = torch.tensor([[q3[2], q3[0], q3[1], 0.0], [q2[0], q2[1], 0.0, 0.0]])
+    torch.testing.assert_close(cs_rank_gauss(y, mask), expected)
+
+
+def test_correlation_loss_by_hand():
+    score = torch.tensor([[1.0, 2.0, 3.0, 100.0], [1.0, 2.0, 0.0, 0.0]])
+    target = torch.tensor([[2.0, 4.0, 6.5, -50.0], [5.0, 5.0, 0.0, 0.0]])
+    mask = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    a, b = torch.tensor([-1.0, 0.0, 1.0]), torch.tensor([2.0, 4.0, 6.5]) - 12.5 / 3
+    corr0 = (a * b).sum() / torch.sqrt((a**2).sum() * (b**2).sum())
+    # the second day has a constant target: correlation 0 (eps keeps it finite)
+    torch.testing.assert_close(correlation_loss(score, target, mask), 1.0 - corr0 / 2, atol=1e-5, rtol=0)
+    assert float(correlation_loss(score[:, :1], target[:, :1], mask[:, :1])) == 0.0  # fewer than 2 stocks
+
+
+def test_cs_feature_zscore_uses_the_days_present_stocks_only():
+    x, mask, _ = _batch(TINY)
+    z = cs_feature_zscore(x, mask)
+    present = mask[0, 0]
+    day = z[0, 0][present]
+    torch.testing.assert_close(day.mean(0), torch.zeros(TINY.n_features), atol=1e-5, rtol=0)
+    torch.testing.assert_close(day.std(0, unbiased=False), torch.ones(TINY.n_features), atol=1e-3, rtol=0)
+    assert float(z[0, :, 2].abs().sum()) == 0.0  # the absent stock stays zero
+    later = x.clone()
+    later[:, -1] += 100.0  # the last day's values do not move earlier days
+    torch.testing.assert_close(cs_feature_zscore(later, mask)[:, :-1], z[:, :-1])
+
+
+def test_whether_a_label_is_known_does_not_move_other_stocks_scores():
+    """The prior (the score) sees the day's stocks; a missing future label only drops a stock from the losses."""
+    torch.manual_seed(0)
+    model = Storm(TINY).eval()
+    x, mask, y = _batch(TINY)
+    unknown = y.clone()
+    unknown[:, 3] = float("nan")
+    full, partial = model(x, mask, y), model(x, mask, unknown)
+    torch.testing.assert_close(partial.pred, full.pred, rtol=0, atol=0)
+    torch.testing.assert_close(partial.pred, model(x, mask).pred, rtol=0, atol=0)
+
+
+def test_pooling_averages_present_chunks_only():
+    """A stock that lists during the window is summarised by the chunks it was present for."""
+    torch.manual_seed(0)
+    model = Storm(TINY).eval()
+    x, mask, _ = _batch(TINY, b=2)
+    mask[1, :4, 4] = False  # absent for the first time chunk (4 days)
+    emb = model(x, mask).embeddings
+    width = 2 * TINY.d_model
+    torch.testing.assert_close(emb.stock[1, 4, :width], emb.ts_tokens[1, 1:, 4].mean(0))
+    torch.testing.assert_close(emb.stock[1, 0, :width], emb.ts_tokens[1, :, 0].mean(0))
+
+
+@pytest.mark.parametrize("ablation", [None, "ts_only", "cs_only"])
+def test_every_parameter_gets_a_gradient(ablation):
+    """DDP fails on a parameter that takes no part in the loss ("Expected to have finished reduction")."""
+    cfg = TINY if ablation is None else TINY.ablation(ablation)
+    torch.manual_seed(0)
+    model = Storm(cfg)
+    model(*_batch(cfg)).loss.backward()
+    unused = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert unused == []
+
+
+def test_shared_time_positions_make_the_score_follow_the_stock_not_its_slot():
+    """With time positions shared by all stocks and no CS branch, permuting the stocks permutes the scores."""
+    cfg = replace(TINY, shared_time_positions=True).ablation("ts_only")
+    torch.manual_seed(0)
+    model = Storm(cfg).eval()
+    x, mask, _ = _batch(cfg)
+    order = torch.tensor([5, 3, 1, 0, 2, 4])
+    torch.testing.assert_close(model(x[:, :, order], mask[:, :, order]).pred, model(x, mask).pred[:, order])
+    slotted = Storm(replace(cfg, shared_time_positions=False)).eval()
+    assert not torch.allclose(slotted(x[:, :, order], mask[:, :, order]).pred, slotted(x, mask).pred[:, order])
+
+
+@pytest.mark.parametrize("label_transform", ["zscore", "rank_gauss"])
+def test_options_add_their_terms(label_transform):
+    cfg = replace(TINY, label_transform=label_transform, w_corr=0.5, dropout=0.1)
+    torch.manual_seed(0)
+    out = Storm(cfg)(*_batch(cfg))
+    assert "corr" in out.loss_breakdown and 0.0 <= float(out.loss_breakdown["corr"]) <= 2.0
+    assert "corr" not in Storm(TINY)(*_batch(TINY)).loss_breakdown

@@ -128,3 +128,33 @@ def test_storm_workflow_runs_under_qrun_with_paper_metrics(provider, tmp_path):
         assert key in metrics, key
     assert 0.5 < metrics["paper.CW"] < 2.0 and 0 <= metrics["paper.MDD"] < 1
     assert (tmp_path / "run" / "code_usage.json").exists()
+
+
+def test_fit_refuses_a_split_whose_train_labels_read_valid_prices(dataset, provider, tmp_path):
+    path, seg = provider
+    calendar = read_calendar(path)
+    valid_start = calendar[calendar.get_loc(seg.train[1]) + 1]  # no session between train and valid
+    leaky = DatasetH(
+        dataset.handler,
+        segments={"train": [seg.train[0], seg.train[1]], "valid": [valid_start, seg.valid[1]], "test": list(seg.test)},
+    )
+    with pytest.raises(ValueError, match=r"label reads 2 sessions ahead but only 0 session\(s\) lie between"):
+        StormModel(**{**TRAINING, "run_dir": str(tmp_path / "run")}).fit(leaky)
+    assert not (tmp_path / "run").exists()
+
+
+def test_fit_refuses_processors_fitted_past_the_train_segment(provider):
+    _, seg = provider
+    handler = {
+        "class": "Alpha158US",
+        "module_path": "storm_bt.handlers.alpha158_us",
+        "kwargs": {
+            "instruments": "synth",
+            "start_time": seg.train[0],
+            "end_time": seg.test[1],
+            "fit_start_time": seg.train[0],
+            "fit_end_time": seg.valid[1],
+        },
+    }
+    with pytest.raises(ValueError, match=r"RobustZScoreNorm is fitted up to fit_end_time .* after the train segment"):
+        StormModel(**TRAINING).fit(DatasetH(handler, segments=seg.to_config()))

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+from storm_bt.model import trainer as trainer_module
 from storm_bt.model.config import StormConfig
 from storm_bt.model.trainer import CheckpointError, TrainConfig, Trainer, predict_windows, rank_ic_of
 from storm_bt.model.windows import Panel, WindowDataset
@@ -113,6 +114,46 @@ def test_prediction_for_t_ignores_everything_after_t(planted):
         predict_windows(model, WindowDataset(panel, WINDOW, np.array([t + 1]))),
         predict_windows(model, WindowDataset(shaken, WINDOW, np.array([t + 1]))),
     )  # the test can fail: day t+1 does see the change
+
+
+def test_a_valid_rank_ic_that_is_nan_in_every_epoch_keeps_the_first_epoch(planted, monkeypatch, capsys):
+    train, valid = planted
+    monkeypatch.setattr(trainer_module, "rank_ic_of", lambda scores, data: {"RankIC": np.nan, "RankICIR": np.nan})
+    model, result = Trainer(CFG, FAST).fit(train, valid)
+    assert result.best_epoch == 1 and result.epochs_run == FAST.epochs
+    assert "NaN in all 3 epochs" in capsys.readouterr().out
+    assert np.isfinite(predict_windows(model, valid)).any()
+
+
+def test_history_has_each_terms_gradient_norm_and_codebook_perplexity(planted, tmp_path):
+    train, valid = planted
+    _, result = Trainer(CFG, FAST, tmp_path).fit(train, valid)
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history == result.history
+    terms = {"recon_ts", "recon_cs", "contrastive", "kl", "return", "pred", "codebook_ts", "commit_cs"}
+    for record in history:
+        for term in terms:
+            for encoder in ("ts_encoder", "cs_encoder"):
+                assert np.isfinite(record[f"grad_{term}.{encoder}"])
+        assert record["grad_recon_ts.ts_encoder"] > 0 and record["grad_pred.cs_encoder"] > 0
+        for branch in ("ts", "cs"):
+            assert 1.0 <= record[f"perplexity_{branch}"] <= CFG.codebook_size
+
+
+def test_the_gradient_probe_does_not_change_the_run(planted, monkeypatch):
+    train, valid = planted
+    probed, _ = Trainer(CFG, FAST).fit(train, valid)
+    monkeypatch.setattr(trainer_module, "term_gradient_norms", lambda *args: {})
+    plain, _ = Trainer(CFG, FAST).fit(train, valid)
+    for a, b in zip(probed.state_dict().values(), plain.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_training_with_stocks_permuted_still_learns_a_per_stock_signal(planted):
+    train, valid = planted
+    cfg = StormConfig(**{**CFG.__dict__, "permute_stocks": True, "shared_time_positions": True})
+    model, _ = Trainer(cfg, TrainConfig(epochs=5, batch_size=16, lr=2e-3, progress=False)).fit(train, valid)
+    assert rank_ic_of(predict_windows(model, valid), valid)["RankIC"] > 0.2
 
 
 class Interrupted(Exception):

@@ -125,7 +125,7 @@ def test_quickstart_trades_one_stock_in_the_env_and_in_backtrader(quickstart_run
     assert (quickstart_run / "trading" / "agents" / stock / "ppo_storm" / "seed0" / "best.zip").is_file()
     check_report(
         quickstart_run / "report" / "report.html",
-        {"equity_drawdown", "rank_ic", "turnover_holdings", "codebook_usage", f"trading_{stock}"},
+        {"equity_drawdown", "rank_ic", "turnover_holdings", "codebook_usage", "training", f"trading_{stock}"},
     )
 
 
@@ -306,7 +306,7 @@ def test_report_of_the_quickstart_run_has_rendered_figures(quickstart_run, tmp_p
     )
     assert done.returncode == 0, done.stderr[-3000:]
     (stock,) = pd.read_csv(quickstart_run / "trading" / "results.csv")["stock"].unique()
-    expected = {"equity_drawdown", "rank_ic", "turnover_holdings", "codebook_usage", f"trading_{stock}"}
+    expected = {"equity_drawdown", "rank_ic", "turnover_holdings", "codebook_usage", "training", f"trading_{stock}"}
     check_report(tmp_path / "report.html", expected)
 
 

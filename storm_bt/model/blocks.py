@@ -23,12 +23,29 @@ def transformer(d_model: int, depth: int, heads: int, mlp_ratio: int, dropout: f
 
 
 class TokenEncoder(nn.Module):
-    """A [CLS] token, learned positions and a transformer over one branch's tokens."""
+    """A [CLS] token, learned positions and a transformer over one branch's tokens.
 
-    def __init__(self, d_model: int, n_tokens: int, depth: int, heads: int, mlp_ratio: int, dropout: float) -> None:
+    ``positions`` maps each token to a position id (default: its own index); tokens that share
+    an id share a learned position, e.g. all stocks' chunks of one time block.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_tokens: int,
+        depth: int,
+        heads: int,
+        mlp_ratio: int,
+        dropout: float,
+        positions: Tensor | None = None,
+    ) -> None:
         super().__init__()
+        ids = torch.arange(n_tokens) if positions is None else positions.long()
+        if ids.shape != (n_tokens,) or int(ids.min()) < 0:
+            raise ValueError(f"positions must be {n_tokens} non-negative ids, got shape {tuple(ids.shape)}.")
+        self.register_buffer("position_ids", torch.cat([ids.new_zeros(1), ids + 1]), persistent=False)
         self.cls = nn.Parameter(torch.zeros(1, 1, d_model))
-        self.pos = nn.Parameter(torch.zeros(1, n_tokens + 1, d_model))
+        self.pos = nn.Parameter(torch.zeros(1, int(ids.max()) + 2, d_model))
         nn.init.trunc_normal_(self.cls, std=0.02)
         nn.init.trunc_normal_(self.pos, std=0.02)
         self.blocks = transformer(d_model, depth, heads, mlp_ratio, dropout)
@@ -36,7 +53,7 @@ class TokenEncoder(nn.Module):
     def forward(self, tokens: Tensor, token_mask: Tensor) -> Tensor:
         """(B, L, D) tokens, (B, L) mask -> (B, 1 + L, D) with the [CLS] summary at position 0."""
         b = tokens.shape[0]
-        x = torch.cat([self.cls.expand(b, -1, -1), tokens], dim=1) + self.pos  # (B, 1 + L, D)
+        x = torch.cat([self.cls.expand(b, -1, -1), tokens], dim=1) + self.pos[:, self.position_ids]  # (B, 1 + L, D)
         keep = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=tokens.device), token_mask], dim=1)
         return self.blocks(x, src_key_padding_mask=~keep)
 

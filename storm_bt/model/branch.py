@@ -7,6 +7,7 @@ their encodings between ``encode`` and ``quantize``.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from storm_bt.model.blocks import TokenEncoder
@@ -20,10 +21,12 @@ __all__ = ["CSBranch", "TSBranch"]
 class _Branch(nn.Module):
     """What both branches share: encoder with [CLS], quantiser, reconstruction decoder."""
 
-    def __init__(self, cfg: StormConfig, n_tokens: int, depth: int, heads: int, chunk_dim: int) -> None:
+    def __init__(
+        self, cfg: StormConfig, n_tokens: int, depth: int, heads: int, chunk_dim: int, positions: Tensor | None = None
+    ) -> None:
         super().__init__()
         d = cfg.d_model
-        self.encoder = TokenEncoder(d, n_tokens, depth, heads, cfg.mlp_ratio, cfg.dropout)
+        self.encoder = TokenEncoder(d, n_tokens, depth, heads, cfg.mlp_ratio, cfg.dropout, positions)
         self.quantizer = VectorQuantizer(cfg.codebook_size, d, cfg.dead_code_steps)
         self.decoder = TokenEncoder(d, n_tokens, cfg.dec_depth, cfg.dec_heads, cfg.mlp_ratio, cfg.dropout)
         self.recon_head = nn.Linear(d, chunk_dim)
@@ -42,11 +45,17 @@ class _Branch(nn.Module):
 
 
 class TSBranch(_Branch):
-    """Time-series chunks: token ``tau * N + s`` is stock ``s`` over days ``tau*p .. tau*p + p - 1``."""
+    """Time-series chunks: token ``tau * N + s`` is stock ``s`` over days ``tau*p .. tau*p + p - 1``.
+
+    With ``shared_time_positions`` the position says only ``tau``, so the encoder cannot tell
+    which stock slot a chunk came from (the decoder keeps per-token positions to reconstruct).
+    """
 
     def __init__(self, cfg: StormConfig) -> None:
         chunk = cfg.patch_days * cfg.n_features
-        super().__init__(cfg, cfg.n_time_patches * cfg.n_stocks, cfg.ts_depth, cfg.ts_heads, chunk)
+        n_tokens = cfg.n_time_patches * cfg.n_stocks
+        positions = torch.arange(n_tokens) // cfg.n_stocks if cfg.shared_time_positions else None
+        super().__init__(cfg, n_tokens, cfg.ts_depth, cfg.ts_heads, chunk, positions)
         self.cfg = cfg
         self.embed = nn.Linear(chunk, cfg.d_model)
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-__all__ = ["ABLATIONS", "PRESETS", "StormConfig"]
+__all__ = ["ABLATIONS", "FEATURE_NORMS", "LABEL_TRANSFORMS", "PRESETS", "StormConfig"]
+
+LABEL_TRANSFORMS = ("zscore", "rank_gauss")
+"""How a day's returns become the target: z-scores, or normal quantiles of their ranks (outliers tamed)."""
+FEATURE_NORMS = ("none", "cs_zscore")
+"""Feature scaling inside the model: as the handler gives them, or z-scored across the day's present stocks."""
 
 
 @dataclass(frozen=True)
@@ -29,12 +34,17 @@ class StormConfig:
     dec_depth: int = 2  # reconstruction decoders of both branches
     dec_heads: int = 4
     mlp_ratio: int = 4  # hidden width of transformer MLPs, in multiples of d_model
-    dropout: float = 0.0
+    dropout: float = 0.0  # in every transformer block and the factor module's MLPs
     codebook_size: int = 512  # K entries per codebook (G = 2 codebooks, one per branch)
     dead_code_steps: int = 200  # a code unused for this many training steps is re-seeded from the batch
     use_ts: bool = True  # ablations: a single branch
     use_cs: bool = True
     fusion: bool = True  # cross-attention between TS and CS tokens (needs both branches)
+    # inputs and target (see LABEL_TRANSFORMS, FEATURE_NORMS)
+    feature_norm: str = "none"
+    label_transform: str = "zscore"
+    shared_time_positions: bool = False  # TS tokens of one time block share a position: no per-stock-slot identity
+    permute_stocks: bool = False  # shuffle the stock axis of every training batch, so slots carry no ticker
     n_factors: int = 64  # K_f latent factors of the factor module
     factor_hidden: int = 512  # width of the factor module's MLPs and attention (the reference's 512)
     factor_heads: int = 8
@@ -48,6 +58,7 @@ class StormConfig:
     w_kl: float = 0.1  # KL(posterior || prior) of factor returns
     w_return: float = 1.0  # Gaussian NLL of cross-sectionally standardised returns (posterior path)
     w_pred: float = 1.0  # MSE of the prior mean (the score) against standardised returns
+    w_corr: float = 0.0  # 1 - the day's Pearson correlation of the score with the target, averaged over days
 
     def __post_init__(self) -> None:
         if self.window % self.patch_days:
@@ -65,6 +76,11 @@ class StormConfig:
             raise ValueError(
                 f"factor_hidden ({self.factor_hidden}) must be divisible by factor_heads ({self.factor_heads})."
             )
+        for name, allowed in (("feature_norm", FEATURE_NORMS), ("label_transform", LABEL_TRANSFORMS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
         if min(self.n_stocks, self.n_features, self.codebook_size, self.n_factors) < 1:
             raise ValueError("n_stocks, n_features, codebook_size and n_factors must be positive.")
 

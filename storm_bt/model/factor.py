@@ -34,8 +34,8 @@ class FactorOutput(NamedTuple):
     z_prior: tuple[Tensor, Tensor]  # (mu, sigma) of the factor prior, (B, K_f) each
 
 
-def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, hidden), nn.LeakyReLU(), nn.Linear(hidden, d_out))
+def _mlp(d_in: int, hidden: int, d_out: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.LeakyReLU(), nn.Dropout(dropout), nn.Linear(hidden, d_out))
 
 
 def _mean_sigma(raw: Tensor) -> tuple[Tensor, Tensor]:
@@ -48,28 +48,34 @@ class FactorModule(nn.Module):
 
     def __init__(self, cfg: StormConfig, d_in: int, summary_dim: int) -> None:
         super().__init__()
-        h, k = cfg.factor_hidden, cfg.n_factors
-        self.stock = nn.Sequential(nn.Linear(d_in, h), nn.LeakyReLU())
+        h, k, p = cfg.factor_hidden, cfg.n_factors, cfg.dropout
+        self.stock = nn.Sequential(nn.Linear(d_in, h), nn.LeakyReLU(), nn.Dropout(p))
         self.summary = nn.Linear(summary_dim, h)
         self.portfolio = nn.Linear(h, k)
-        self.posterior = _mlp(k, h, 2 * k)
+        self.posterior = _mlp(k, h, 2 * k, p)
         self.queries = nn.Parameter(torch.randn(1, k, h) * 0.02)
-        self.attention = nn.MultiheadAttention(h, cfg.factor_heads, batch_first=True)
-        self.prior = _mlp(h, h, 2)
-        self.alpha = _mlp(h, h, 2)
+        self.attention = nn.MultiheadAttention(h, cfg.factor_heads, dropout=p, batch_first=True)
+        self.prior = _mlp(h, h, 2, p)
+        self.alpha = _mlp(h, h, 2, p)
         self.beta = nn.Linear(h, k)
 
-    def forward(self, stocks: Tensor, stock_mask: Tensor, summaries: Tensor, y: Tensor | None) -> FactorOutput:
+    def forward(
+        self, stocks: Tensor, present: Tensor, summaries: Tensor, y: Tensor | None, labelled: Tensor | None = None
+    ) -> FactorOutput:
         """Factor distributions and per-stock return distributions.
 
+        The prior (hence the score) sees the stocks present on the day, the same set in training
+        and at inference; only the posterior, which reads the returns, uses ``labelled``.
+
         :param stocks: (B, N, d_in) per-stock latent features.
-        :param stock_mask: (B, N) stocks that exist (and have a label, in training).
+        :param present: (B, N) stocks that exist on the window's last day.
         :param summaries: (B, S, summary_dim) [CLS]-style summary tokens of the branches.
         :param y: (B, N) cross-sectionally standardised next returns, or None at inference.
+        :param labelled: (B, N) present stocks whose ``y`` is known (default: ``present``).
         """
         h = self.stock(stocks)  # (B, N, H)
         keys = torch.cat([h, self.summary(summaries)], dim=1)  # (B, N + S, H)
-        keep = torch.cat([stock_mask, stock_mask.new_ones(summaries.shape[:2])], dim=1)
+        keep = torch.cat([present, present.new_ones(summaries.shape[:2])], dim=1)
         queries = self.queries.expand(h.shape[0], -1, -1)  # (B, K, H)
         attended = self.attention(queries, keys, keys, key_padding_mask=~keep, need_weights=False)[0]
         z_prior = _mean_sigma(self.prior(attended).view(h.shape[0], -1, 2))  # (B, K) each
@@ -78,7 +84,8 @@ class FactorModule(nn.Module):
         mu_prior, sigma_prior = self._decode(alpha, beta, z_prior)
         if y is None:
             return FactorOutput(mu_prior, sigma_prior, None, None, None, z_prior)
-        weights = self.portfolio(h).masked_fill(~stock_mask.unsqueeze(-1), float("-inf")).softmax(dim=1)  # (B, N, K)
+        labelled = present if labelled is None else labelled
+        weights = self.portfolio(h).masked_fill(~labelled.unsqueeze(-1), float("-inf")).softmax(dim=1)  # (B, N, K)
         factor_returns = torch.einsum("bnk,bn->bk", weights, y)  # (B, K)
         z_post = _mean_sigma(self.posterior(factor_returns).view(h.shape[0], -1, 2))
         mu_post, sigma_post = self._decode(alpha, beta, z_post)

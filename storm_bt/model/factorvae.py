@@ -15,9 +15,8 @@ from torch import Tensor, nn
 
 from storm_bt.model.config import StormConfig
 from storm_bt.model.factor import FactorModule
-from storm_bt.model.losses import cs_standardize, gaussian_kl, gaussian_nll, masked_mse
 from storm_bt.model.qlib_model import StormModel
-from storm_bt.model.storm import StormEmbeddings, StormOutput
+from storm_bt.model.storm import StormEmbeddings, StormOutput, cs_feature_zscore, return_target, return_terms
 
 __all__ = ["FactorVAE", "FactorVAEModel"]
 
@@ -36,23 +35,25 @@ class FactorVAE(nn.Module):
     def forward(self, x: Tensor, mask: Tensor, y: Tensor | None = None) -> StormOutput:
         b, t, n, f = x.shape
         x = torch.nan_to_num(x) * mask.unsqueeze(-1)
+        if self.cfg.feature_norm == "cs_zscore":
+            x = cs_feature_zscore(x, mask)
         series = x.permute(0, 2, 1, 3).reshape(b * n, t, f)  # one sequence per (sample, stock)
         _, last = self.gru(self.proj(series))
         h = last[-1].view(b, n, -1)  # (B, N, H)
-        stock_mask = mask[:, -1]
-        target = None
-        if y is not None:
-            stock_mask = stock_mask & torch.isfinite(y)
-            target = cs_standardize(torch.nan_to_num(y), stock_mask)
-        out = self.factor(h, stock_mask, h.new_zeros(b, 0, h.shape[-1]), target)
-        terms: dict[str, Tensor] = {}
-        if target is not None:
-            terms["kl"] = gaussian_kl(*out.z_post, *out.z_prior)
-            terms["return"] = gaussian_nll(target, out.mu_post, out.sigma_post, stock_mask)
-            terms["pred"] = masked_mse(out.mu_prior, target, stock_mask)
-        cfg = self.cfg
-        loss = sum(getattr(cfg, f"w_{name}") * value for name, value in terms.items())
+        present = mask[:, -1]
+        labelled, target = return_target(self.cfg, y, present)
+        out = self.factor(h, present, h.new_zeros(b, 0, h.shape[-1]), target, labelled)
+        terms = return_terms(self.cfg, out, target, labelled)
+        loss = sum(self.weight(name) * value for name, value in terms.items())
         return StormOutput(out.mu_prior, loss, terms, StormEmbeddings(h, None, None, None, None))
+
+    def weight(self, term: str) -> float:
+        """The loss weight of a term of ``loss_breakdown``."""
+        return getattr(self.cfg, f"w_{term}")
+
+    def encoders(self) -> dict[str, nn.Module]:
+        """The feature extractor whose gradients per loss term the trainer logs."""
+        return {"gru": self.gru}
 
 
 class FactorVAEModel(StormModel):

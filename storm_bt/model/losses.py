@@ -8,7 +8,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["cs_standardize", "gaussian_kl", "gaussian_nll", "info_nce", "masked_mse"]
+__all__ = [
+    "MAX_LOGIT_SCALE",
+    "correlation_loss",
+    "cs_rank_gauss",
+    "cs_standardize",
+    "gaussian_kl",
+    "gaussian_nll",
+    "info_nce",
+    "masked_mean",
+    "masked_mse",
+]
+
+MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's cap on the learned temperature: logits at most 100 x cosine
 
 
 def cs_standardize(y: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
@@ -21,6 +33,49 @@ def cs_standardize(y: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
     mean = (y * m).sum(dim=1, keepdim=True) / count
     var = (((y - mean) * m) ** 2).sum(dim=1, keepdim=True) / count
     return (y - mean) / torch.sqrt(var + eps) * m
+
+
+def cs_rank_gauss(y: Tensor, mask: Tensor) -> Tensor:
+    """Normal quantiles of the ranks of each sample's returns: (B, N) -> (B, N), 0 where masked.
+
+    The i-th smallest of n present returns maps to Phi^-1((i - 0.5) / n): a heavy-tailed day
+    weighs no more than a calm one, and ties keep the order of the stocks (stable sort).
+    """
+    filled = torch.where(mask, y, torch.full_like(y, float("inf")))  # masked stocks sort last
+    order = filled.argsort(dim=1, stable=True)
+    ranks = torch.empty_like(order).scatter_(1, order, torch.arange(y.shape[1], device=y.device).expand_as(order))
+    count = mask.sum(dim=1, keepdim=True).clamp_min(1).to(y.dtype)
+    quantile = (ranks.to(y.dtype) + 0.5) / count
+    return torch.special.ndtri(quantile.clamp(max=1 - 1e-6)) * mask
+
+
+def correlation_loss(score: Tensor, target: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
+    """1 - the Pearson correlation of score and target across each sample's masked stocks, averaged.
+
+    Samples with fewer than two stocks do not count. The score's scale is free, only its order
+    across stocks matters: what RankIC / IC measure.
+    """
+    m = mask.to(score.dtype)
+    count = m.sum(dim=1)
+    usable = count >= 2
+    if not bool(usable.any()):
+        return score.new_zeros(())
+    centred = []
+    for v in (score, target):
+        mean = (v * m).sum(dim=1, keepdim=True) / count.clamp_min(1.0).unsqueeze(1)
+        centred.append((v - mean) * m)
+    a, b = centred
+    corr = (a * b).sum(1) / torch.sqrt((a**2).sum(1) * (b**2).sum(1) + eps)
+    return 1.0 - corr[usable].mean()
+
+
+def masked_mean(values: Tensor, mask: Tensor, dim: int) -> Tensor:
+    """Mean of ``values`` over ``dim`` counting only entries where ``mask`` is true (0 when none are).
+
+    ``mask`` has ``values``' shape without its last (feature) axis.
+    """
+    m = mask.unsqueeze(-1).to(values.dtype)
+    return (values * m).sum(dim) / m.sum(dim).clamp_min(1.0)
 
 
 def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
@@ -43,9 +98,14 @@ def gaussian_nll(y: Tensor, mu: Tensor, sigma: Tensor, mask: Tensor) -> Tensor:
 
 
 def info_nce(a: Tensor, b: Tensor, logit_scale: Tensor) -> Tensor:
-    """Symmetric InfoNCE (CLIP) between two (B, D) views of the same B samples; 0 when B < 2."""
+    """Symmetric InfoNCE (CLIP) between two (B, D) views of the same B samples; 0 when B < 2.
+
+    The temperature is ``exp(logit_scale)`` capped at 100, as in CLIP: uncapped, it can grow
+    until the logits overflow.
+    """
     if a.shape[0] < 2:
-        return a.new_zeros(())
-    logits = logit_scale.exp() * F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).t()  # (B, B)
+        return a.new_zeros(()) + 0.0 * logit_scale  # keeps the parameter in the graph (DDP needs every gradient)
+    scale = logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+    logits = scale * F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).t()  # (B, B)
     target = torch.arange(a.shape[0], device=a.device)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))

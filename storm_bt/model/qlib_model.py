@@ -25,6 +25,7 @@ from storm_bt.model.config import StormConfig
 from storm_bt.model.storm import Storm
 from storm_bt.model.trainer import TrainConfig, Trainer, TrainResult, predict_windows
 from storm_bt.model.windows import Panel, WindowDataset
+from storm_bt.workflows.leakage import check_fit_dataset
 
 __all__ = ["StormModel"]
 
@@ -82,6 +83,7 @@ class StormModel(Model):
         valid_start, valid_end = _segment_range(dataset, "valid")
         if valid_start <= train_end:
             raise ValueError(f"valid segment starts ({valid_start.date()}) before train ends ({train_end.date()}).")
+        check_fit_dataset(dataset, (train_start, train_end), valid_start)
         features = dataset.handler.fetch(slice(None, valid_end), col_set="feature", data_key=DataHandlerLP.DK_I)
         labels = pd.concat(dataset.prepare(["train", "valid"], col_set="label", data_key=DataHandlerLP.DK_L)).iloc[:, 0]
         panel = Panel.from_frame(features, labels)

@@ -93,7 +93,8 @@ class VectorQuantizer(nn.Module):
         if len(dead) == 0:
             return
         if len(samples):
-            fresh = samples[torch.randint(len(samples), (len(dead),), device=samples.device)]
+            picks = torch.randint(len(samples), (len(dead),))  # CPU generator: the one a checkpoint restores
+            fresh = samples[picks.to(samples.device)]
         else:  # nothing to seed from on this rank; rank 0's choice arrives by broadcast
             fresh = self.codebook.data[dead].clone()
         if distributed:

@@ -21,11 +21,20 @@ from torch import Tensor, nn
 from storm_bt.model.blocks import CrossFusion
 from storm_bt.model.branch import CSBranch, TSBranch
 from storm_bt.model.config import StormConfig
-from storm_bt.model.factor import FactorModule
-from storm_bt.model.losses import cs_standardize, gaussian_kl, gaussian_nll, info_nce, masked_mse
+from storm_bt.model.factor import FactorModule, FactorOutput
+from storm_bt.model.losses import (
+    correlation_loss,
+    cs_rank_gauss,
+    cs_standardize,
+    gaussian_kl,
+    gaussian_nll,
+    info_nce,
+    masked_mean,
+    masked_mse,
+)
 from storm_bt.model.quantizer import VQOutput
 
-__all__ = ["Storm", "StormEmbeddings", "StormOutput"]
+__all__ = ["Storm", "StormEmbeddings", "StormOutput", "cs_feature_zscore", "return_target", "return_terms"]
 
 
 class StormEmbeddings(NamedTuple):
@@ -55,7 +64,8 @@ class Storm(nn.Module):
         self.ts = TSBranch(cfg) if cfg.use_ts else None
         self.cs = CSBranch(cfg) if cfg.use_cs else None
         self.fusion = CrossFusion(d, cfg.dec_heads, cfg.dropout) if cfg.fusion else None
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # CLIP's learnable temperature
+        if cfg.use_ts and cfg.use_cs:  # only the contrastive term uses it; an unused parameter breaks DDP
+            self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # CLIP's learnable temperature
         self.stock_stem = nn.Linear(cfg.n_features, cfg.cs_stem_dim)
         stock_dim = 2 * d * (int(cfg.use_ts) + int(cfg.use_cs)) + cfg.cs_stem_dim
         self.factor = FactorModule(cfg, stock_dim, summary_dim=2 * d)
@@ -63,10 +73,14 @@ class Storm(nn.Module):
     def forward(self, x: Tensor, mask: Tensor, y: Tensor | None = None) -> StormOutput:
         """``x`` (B, T, N, F) features, ``mask`` (B, T, N) present stocks, ``y`` (B, N) next returns or None.
 
-        Stocks absent on the last day of the window get no prediction target (masked in losses).
+        Stocks absent on the last day of the window get no score. Which stocks have a label only
+        decides which count in the losses: the score of one stock never depends on whether
+        another one's future return is known.
         """
         self._check_shapes(x, mask, y)
         x = torch.nan_to_num(x) * mask.unsqueeze(-1)  # (B, T, N, F), missing stocks are zeros
+        if self.cfg.feature_norm == "cs_zscore":
+            x = cs_feature_zscore(x, mask)
         terms: dict[str, Tensor] = {}
         enc, keep, vq = {}, {}, {}
         for name, branch in (("ts", self.ts), ("cs", self.cs)):
@@ -87,19 +101,21 @@ class Storm(nn.Module):
             self._vq_terms(terms, name, vq[name])
         if self.ts is not None and self.cs is not None:
             terms["contrastive"] = info_nce(enc["ts"][:, 0], enc["cs"][:, 0], self.logit_scale)
-        embeddings, summaries = self._embeddings(x, enc, vq)
-        stock_mask = mask[:, -1]  # (B, N) tradable at the window's last day
-        target = None
-        if y is not None:
-            stock_mask = stock_mask & torch.isfinite(y)
-            target = cs_standardize(torch.nan_to_num(y), stock_mask)
-        out = self.factor(embeddings.stock, stock_mask, summaries, target)
-        if target is not None:
-            terms["kl"] = gaussian_kl(*out.z_post, *out.z_prior)
-            terms["return"] = gaussian_nll(target, out.mu_post, out.sigma_post, stock_mask)
-            terms["pred"] = masked_mse(out.mu_prior, target, stock_mask)
-        loss = sum(self._weight(k) * v for k, v in terms.items())
+        embeddings, summaries = self._embeddings(x, mask, enc, keep, vq)
+        present = mask[:, -1]  # (B, N) tradable at the window's last day
+        labelled, target = return_target(self.cfg, y, present)
+        out = self.factor(embeddings.stock, present, summaries, target, labelled)
+        terms.update(return_terms(self.cfg, out, target, labelled))
+        loss = sum(self.weight(k) * v for k, v in terms.items())
         return StormOutput(out.mu_prior, loss, terms, embeddings)
+
+    def weight(self, term: str) -> float:
+        """The loss weight of a term of ``loss_breakdown`` (``recon_ts`` -> ``w_recon``)."""
+        return getattr(self.cfg, f"w_{term.split('_')[0]}")
+
+    def encoders(self) -> dict[str, nn.Module]:
+        """The feature extractors whose gradients per loss term the trainer logs."""
+        return {f"{name}_encoder": branch.encoder for name, branch in (("ts", self.ts), ("cs", self.cs)) if branch}
 
     def _check_shapes(self, x: Tensor, mask: Tensor, y: Tensor | None) -> None:
         cfg = self.cfg
@@ -122,10 +138,10 @@ class Storm(nn.Module):
         terms[f"diversity_{name}"] = out.diversity_loss
         terms[f"ortho_{name}"] = out.ortho_loss
 
-    def _weight(self, term: str) -> float:
-        return getattr(self.cfg, f"w_{term.split('_')[0]}")
-
-    def _embeddings(self, x: Tensor, enc: dict[str, Tensor], vq: dict[str, VQOutput]) -> tuple[StormEmbeddings, Tensor]:
+    def _embeddings(
+        self, x: Tensor, mask: Tensor, enc: dict[str, Tensor], keep: dict[str, Tensor], vq: dict[str, VQOutput]
+    ) -> tuple[StormEmbeddings, Tensor]:
+        """Pooled per-stock vectors and branch summaries; pooling averages over present tokens only."""
         cfg = self.cfg
         b = x.shape[0]
         parts, summaries = [], []
@@ -134,14 +150,52 @@ class Storm(nn.Module):
             ts_tokens = torch.cat([enc["ts"][:, 1:], vq["ts"].quantized], -1)  # (B, T/p * N, 2D)
             ts_tokens = ts_tokens.view(b, cfg.n_time_patches, cfg.n_stocks, -1)  # (B, T/p, N, 2D)
             ts_codes = vq["ts"].codes.view(b, cfg.n_time_patches, cfg.n_stocks)
-            parts.append(ts_tokens.mean(dim=1))  # (B, N, 2D)
-            summaries.append(torch.cat([enc["ts"][:, 0], vq["ts"].quantized.mean(1)], -1))  # (B, 2D)
+            ts_keep = keep["ts"].view(b, cfg.n_time_patches, cfg.n_stocks)
+            parts.append(masked_mean(ts_tokens, ts_keep, dim=1))  # (B, N, 2D)
+            quantized = masked_mean(vq["ts"].quantized, keep["ts"], dim=1)
+            summaries.append(torch.cat([enc["ts"][:, 0], quantized], -1))  # (B, 2D)
         if "cs" in enc:
             cs_tokens = torch.cat([enc["cs"][:, 1:], vq["cs"].quantized], -1)  # (B, T, 2D)
             cs_codes = vq["cs"].codes
-            summary = torch.cat([enc["cs"][:, 0], vq["cs"].quantized.mean(1)], -1)  # (B, 2D)
+            summary = torch.cat([enc["cs"][:, 0], masked_mean(vq["cs"].quantized, keep["cs"], dim=1)], -1)  # (B, 2D)
             parts.append(summary.unsqueeze(1).expand(-1, cfg.n_stocks, -1))
             summaries.append(summary)
         parts.append(self.stock_stem(x[:, -1]))  # (B, N, S) the stock's own last-day features
         stock = torch.cat(parts, dim=-1)
         return StormEmbeddings(stock, ts_tokens, cs_tokens, ts_codes, cs_codes), torch.stack(summaries, dim=1)
+
+
+def cs_feature_zscore(x: Tensor, mask: Tensor, eps: float = 1e-6) -> Tensor:
+    """Each feature z-scored across the stocks present on the same day: (B, T, N, F), 0 where absent.
+
+    Uses only that day's rows, so it adds no look-ahead; it removes the market-wide level that a
+    cross-sectional score cannot use.
+    """
+    m = mask.unsqueeze(-1).to(x.dtype)  # (B, T, N, 1)
+    count = m.sum(dim=2, keepdim=True).clamp_min(1.0)
+    mean = (x * m).sum(dim=2, keepdim=True) / count
+    var = (((x - mean) * m) ** 2).sum(dim=2, keepdim=True) / count
+    return (x - mean) / torch.sqrt(var + eps) * m
+
+
+def return_target(cfg: StormConfig, y: Tensor | None, present: Tensor) -> tuple[Tensor, Tensor | None]:
+    """The stocks that count in the return losses, and their target (``cfg.label_transform`` of ``y``)."""
+    if y is None:
+        return present, None
+    labelled = present & torch.isfinite(y)
+    transform = cs_rank_gauss if cfg.label_transform == "rank_gauss" else cs_standardize
+    return labelled, transform(torch.nan_to_num(y), labelled)
+
+
+def return_terms(cfg: StormConfig, out: FactorOutput, target: Tensor | None, labelled: Tensor) -> dict[str, Tensor]:
+    """The factor module's loss terms (none at inference): shared by STORM and FactorVAE."""
+    if target is None:
+        return {}
+    terms = {
+        "kl": gaussian_kl(*out.z_post, *out.z_prior),
+        "return": gaussian_nll(target, out.mu_post, out.sigma_post, labelled),
+        "pred": masked_mse(out.mu_prior, target, labelled),
+    }
+    if cfg.w_corr:
+        terms["corr"] = correlation_loss(out.mu_prior, target, labelled)
+    return terms

@@ -183,13 +183,18 @@ class Trainer:
         ddp_model, optimizer = acc.prepare(model, optimizer)
         while state["epoch"] < cfg.epochs and state["stale"] < cfg.patience:
             epoch = state["epoch"] + 1
+            probe = _first_batch(train, self._epoch_batches(train, epoch, 1), acc.device)
+            gradients = term_gradient_norms(model, *probe)
             losses = self._train_epoch(ddp_model, optimizer, scheduler, train, epoch, steps_per_epoch)
-            state["usage"][str(epoch)] = {name: m.reset_usage().tolist() for name, m in _quantizers(model)}
+            usage = {name: m.reset_usage() for name, m in _quantizers(model)}
+            state["usage"][str(epoch)] = {name: counts.tolist() for name, counts in usage.items()}
+            perplexity = {f"perplexity_{name}": usage_perplexity(counts) for name, counts in usage.items()}
             score = rank_ic_of(predict_windows(model, valid, cfg.eval_batch_size), valid)
-            record = {"epoch": epoch, **losses, **{f"valid_{k}": v for k, v in score.items()}}
+            record = {"epoch": epoch, **losses, **gradients, **perplexity}
+            record.update({f"valid_{k}": v for k, v in score.items()})
             state["history"].append(record)
             valid_ic = score["RankIC"] if np.isfinite(score["RankIC"]) else -math.inf
-            if valid_ic > state["best_score"]:
+            if valid_ic > state["best_score"] or state["best"] is None:
                 state.update(best_score=valid_ic, best_epoch=epoch, stale=0)
                 state["best"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             else:
@@ -200,6 +205,11 @@ class Trainer:
                 f"  (best {state['best_score']:.4f} @ {state['best_epoch']})"
             )
             self._save(model, optimizer, scheduler, state)
+        if not math.isfinite(state["best_score"]):
+            acc.print(
+                f"warning: the valid RankIC was NaN in all {state['epoch']} epochs (constant scores or labels); "
+                f"keeping epoch {state['best_epoch']}'s weights"
+            )
         model.load_state_dict(state["best"])
         model.eval()
         result = TrainResult(state["best_epoch"], state["best_score"], state["epoch"], state["history"], state["usage"])
@@ -222,6 +232,8 @@ class Trainer:
         sums: dict[str, float] = {}
         bar = tqdm(loader, desc=f"epoch {epoch}", disable=not (cfg.progress and acc.is_local_main_process))
         for x, mask, y, _ in bar:
+            if self.model_cfg.permute_stocks:
+                x, mask, y = permute_stocks(x, mask, y)
             out = ddp_model(x.to(acc.device), mask.to(acc.device), y.to(acc.device))
             optimizer.zero_grad(set_to_none=True)
             acc.backward(out.loss)
@@ -263,6 +275,7 @@ class Trainer:
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             **{k: state[k] for k in ("epoch", "best_score", "best_epoch", "stale", "best")},
             "history": json.dumps(state["history"]),
             "usage": json.dumps(state["usage"]),
@@ -289,10 +302,60 @@ class Trainer:
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
         torch.set_rng_state(payload["torch_rng"])
+        if torch.cuda.is_available() and payload.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(payload["cuda_rng"])
         state = {k: payload[k] for k in ("epoch", "best_score", "best_epoch", "stale", "best")}
         state["history"] = json.loads(payload["history"])
         state["usage"] = json.loads(payload["usage"])
         return state
+
+
+def permute_stocks(x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The batch with its stock axis in a random order (CPU generator): slot positions then carry no ticker."""
+    order = torch.randperm(x.shape[2])
+    return x[:, :, order], mask[:, :, order], y[:, order]
+
+
+def term_gradient_norms(model: nn.Module, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """``grad_<term>.<encoder>``: the L2 norm of each weighted loss term's gradient on each encoder, on one batch.
+
+    Says which terms drive the representation: the return terms should not be drowned by
+    reconstruction. Networks without ``encoders()`` (or with nothing to log) give ``{}``.
+    """
+    encoders = model.encoders() if hasattr(model, "encoders") else {}
+    if not encoders:
+        return {}
+    was_training = model.training
+    model.eval()  # no dropout, no code-usage tracking: the probe leaves the run exactly as it was
+    groups = {name: [p for p in module.parameters() if p.requires_grad] for name, module in encoders.items()}
+    params = [p for group in groups.values() for p in group]
+    out = model(x, mask, y)
+    norms = {}
+    for term, value in out.loss_breakdown.items():
+        grads = torch.autograd.grad(model.weight(term) * value, params, retain_graph=True, allow_unused=True)
+        start = 0
+        for name, group in groups.items():
+            squares = sum(float(g.pow(2).sum()) for g in grads[start : start + len(group)] if g is not None)
+            norms[f"grad_{term}.{name}"] = math.sqrt(squares)
+            start += len(group)
+    model.train(was_training)
+    return norms
+
+
+def usage_perplexity(counts: torch.Tensor) -> float:
+    """exp(entropy) of a codebook's usage counts: the number of equally used codes it amounts to."""
+    total = float(counts.sum())
+    if total == 0:
+        return float("nan")
+    p = counts.double() / total
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+def _first_batch(train: WindowDataset, batches: Iterator[list[int]], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The epoch's first training batch, on ``device`` (what the gradient probe measures)."""
+    x, mask, y, _ = next(iter(DataLoader(train, batch_sampler=[next(batches)])))
+    return x.to(device), mask.to(device), y.to(device)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

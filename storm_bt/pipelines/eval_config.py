@@ -207,10 +207,28 @@ def model_workflow(entry: ModelEntry, seed: int, data: dict[str, Any], threads: 
 
 
 def run_folder(parent: Path, name: str, config: dict[str, Any], threads: int) -> Path:
-    """``parent/<name>_<digest>``: the digest covers the exact workflow and its thread count (torch's
-    results depend on it), so a changed workflow trains afresh beside the old run."""
-    what = json.dumps({"workflow": config, "threads": threads}, sort_keys=True, default=str)
+    """``parent/<name>_<digest>``: the digest covers the exact workflow, its thread count (torch's
+    results depend on it) and, for storm_bt's own models, their source, so a changed workflow or
+    a changed model trains afresh beside the old run instead of reusing its results."""
+    identity = {"workflow": config, "threads": threads}
+    source = model_source_digest(config["task"]["model"].get("module_path", ""))
+    if source is not None:
+        identity["model_source"] = source
+    what = json.dumps(identity, sort_keys=True, default=str)
     return parent / f"{name}_{hashlib.sha256(what.encode()).hexdigest()[:10]}"
+
+
+def model_source_digest(module_path: str) -> str | None:
+    """A hash of the Python sources of the storm_bt package a model class lives in (None for other libraries)."""
+    parts = module_path.split(".")
+    if parts[0] != "storm_bt" or len(parts) < 2:
+        return None
+    package = Path(__file__).resolve().parents[1] / parts[1]
+    files = sorted(package.glob("*.py")) if package.is_dir() else [package.with_suffix(".py")]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def describe(cfg: EvalConfig, config: dict[str, Any], threads: int) -> dict[str, Any]:

@@ -73,22 +73,57 @@ def portfolio_figures(run_dir: Path, out: Path) -> tuple[list[Path], pd.DataFram
     figures.append(_save(fig, out / "turnover_holdings.png"))
 
     try:
-        _, usage = load_artifacts(run_dir, ("storm/code_usage",))
+        _, storm = load_artifacts(run_dir, ("storm/code_usage", "storm/training_history"))
     except LookupError:  # not a STORM run
-        usage = {}
-    if usage:
-        counts = usage["storm/code_usage"]
-        last = counts[max(counts, key=int)]
-        fig, axes = plt.subplots(1, len(last), figsize=(4.5 * len(last), 3.2), squeeze=False)
-        for ax, (branch, hist) in zip(axes[0], sorted(last.items()), strict=True):
-            used = sum(1 for c in hist if c)
-            ax.bar(range(len(hist)), hist, width=1.0)
-            ax.set_title(f"{branch.upper()} codebook: {used}/{len(hist)} codes used")
-            ax.set_xlabel("code")
-        figures.append(_save(fig, out / "codebook_usage.png"))
+        storm = {}
+    if storm:
+        figures.append(codebook_figure(storm["storm/code_usage"], out))
+        figures.append(training_figure(storm["storm/training_history"], out))
 
     table = pd.DataFrame({"strategy": portfolio_metrics(net), "benchmark": portfolio_metrics(bench)}).T
     return figures, table
+
+
+def codebook_figure(usage: dict[str, dict[str, list[int]]], out: Path) -> Path:
+    """The last epoch's code counts per codebook (the paper's Fig. 3a)."""
+    last = usage[max(usage, key=int)]
+    fig, axes = plt.subplots(1, len(last), figsize=(4.5 * len(last), 3.2), squeeze=False)
+    for ax, (branch, hist) in zip(axes[0], sorted(last.items()), strict=True):
+        used = sum(1 for c in hist if c)
+        ax.bar(range(len(hist)), hist, width=1.0)
+        ax.set_title(f"{branch.upper()} codebook: {used}/{len(hist)} codes used")
+        ax.set_xlabel("code")
+    return _save(fig, out / "codebook_usage.png")
+
+
+def training_figure(history: list[dict[str, float]], out: Path) -> Path:
+    """Per epoch: each weighted loss term's gradient norm on each encoder, and each codebook's perplexity.
+
+    Shows which terms drive the representation (the return terms should not be drowned by
+    reconstruction) and whether the codebooks stay in use.
+    """
+    frame = pd.DataFrame(history).set_index("epoch")
+    gradients = [c for c in frame if c.startswith("grad_")]
+    encoders = sorted({c.split(".", 1)[1] for c in gradients})
+    perplexity = [c for c in frame if c.startswith("perplexity_")]
+    panels = len(encoders) + bool(perplexity)
+    fig, axes = plt.subplots(1, panels, figsize=(4.8 * panels, 3.6), squeeze=False)
+    for ax, encoder in zip(axes[0], encoders, strict=False):
+        for column in sorted(c for c in gradients if c.endswith(f".{encoder}")):
+            values = frame[column].where(frame[column] > 0)
+            ax.plot(frame.index, values, marker="o", label=column[len("grad_") : -len(encoder) - 1])
+        ax.set_yscale("log")
+        ax.set_title(f"gradient norm on the {encoder.replace('_', ' ')}")
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=6, ncol=2)
+    if perplexity:
+        ax = axes[0][-1]
+        for column in perplexity:
+            ax.plot(frame.index, frame[column], marker="o", label=column.split("_", 1)[1].upper())
+        ax.set_title("codebook usage perplexity")
+        ax.set_xlabel("epoch")
+        ax.legend()
+    return _save(fig, out / "training.png")
 
 
 def trading_figures(run_dir: Path, out: Path) -> tuple[list[Path], pd.DataFrame]:
