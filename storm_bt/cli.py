@@ -137,6 +137,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     cfg = EvalConfig.from_yaml(args.config).subset(
         models=args.models.split(",") if args.models else None,
         seeds=_numbers(args.seeds, "--seeds") if args.seeds else None,
+        baseline=args.baseline,
     )
     if args.executor == "ray":
         if not args.address:
@@ -152,7 +153,12 @@ def _evaluate(args: argparse.Namespace) -> None:
     folds = _numbers(args.folds, "--folds") if args.folds else None
     subset = [
         f"{flag}-{value}"
-        for flag, value in (("models", args.models), ("seeds", args.seeds), ("folds", args.folds))
+        for flag, value in (
+            ("models", args.models),
+            ("seeds", args.seeds),
+            ("folds", args.folds),
+            ("baseline", args.baseline),
+        )
         if value
     ]
     tables_dir = (
@@ -264,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", help="run only these models/ablations (comma-separated names), for screening")
     p.add_argument("--seeds", help="run only these of the config's seeds, e.g. 0,1")
     p.add_argument("--folds", help="with rolling: run only these folds (positions from 0, e.g. 0,4,9)")
+    p.add_argument("--baseline", help="compare against this model or ablation instead of the config's baseline")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("report", help="HTML report with figures for a qrun run folder and/or a trading run folder")

@@ -114,6 +114,11 @@ def test_jobs_1_and_jobs_2_give_byte_identical_tables_and_a_rerun_reuses_everyth
     screened = (out / "subsets" / "models-LightGBM_folds-1" / "tables.md").read_text()
     assert "Walk-forward: 1 folds" in screened and "Shuffled" not in screened
     assert (out / "tables.md").read_bytes() == whole  # a screening subset leaves the whole evaluation's tables
+    _evaluate(config, out, "--jobs", "1", "--threads", "1", "--baseline", "Shuffled labels")
+    against = pd.read_csv(out / "subsets" / "baseline-Shuffled_labels" / "results.csv").set_index("model")
+    results = pd.read_csv(out / "results.csv").set_index("model")
+    assert against.loc["LightGBM", "diff.RankIC"] == pytest.approx(-results.loc["Shuffled labels", "diff.RankIC"])
+    assert np.isnan(against.loc["Shuffled labels", "diff.RankIC"])
 
 
 def test_processors_fit_per_fold_ignore_prices_after_the_folds_train_end(market, tmp_path):
@@ -180,3 +185,6 @@ def test_screening_subsets_name_what_the_config_lacks():
         cfg.subset(models=["XGBoost"])
     with pytest.raises(ValueError, match="--seeds: 7"):
         cfg.subset(seeds=[7])
+    assert cfg.subset(baseline="LightGBM").baseline_name == "LightGBM"
+    with pytest.raises(ValueError, match="--baseline: 'LightGBM' is not among the models run"):
+        cfg.subset(models=[cfg.models[0].name], baseline="LightGBM")

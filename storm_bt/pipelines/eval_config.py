@@ -80,8 +80,10 @@ class EvalConfig:
         check_keys(self.data, {"provider_uri", "market", "benchmark", "segments", "fractions"}, where="data")
         if "segments" in self.data and "fractions" in self.data:
             raise ValueError("data: give segments or fractions, not both.")
-        if self.baseline is not None and self.baseline not in [m.name for m in self.models]:
-            raise ValueError(f"baseline {self.baseline!r} is not one of the models {[m.name for m in self.models]}.")
+        if self.baseline is not None and self.baseline not in [m.name for m in self.entries]:
+            raise ValueError(
+                f"baseline {self.baseline!r} is not one of the models or ablations {[m.name for m in self.entries]}."
+            )
         if self.rolling is not None:
             if {"segments", "fractions"} & set(self.data):
                 raise ValueError(
@@ -104,8 +106,11 @@ class EvalConfig:
         """The named baseline, else the first model after the one under study (or that one, alone)."""
         return self.baseline or self.models[min(1, len(self.models) - 1)].name
 
-    def subset(self, models: list[str] | None = None, seeds: list[int] | None = None) -> EvalConfig:
-        """The same evaluation on some of its models (and ablations) and seeds, for screening."""
+    def subset(
+        self, models: list[str] | None = None, seeds: list[int] | None = None, baseline: str | None = None
+    ) -> EvalConfig:
+        """The same evaluation on some of its models (and ablations) and seeds, for screening, or
+        compared against another ``baseline`` (any model or ablation that is kept)."""
         known = [m.name for m in self.entries]
         for name in models or []:
             if name not in known:
@@ -117,7 +122,9 @@ class EvalConfig:
         kept = [m for m in self.models if m.name in keep]
         if not kept:
             raise ValueError("--models: keep at least one of the models (not only ablations).")
-        baseline = self.baseline if self.baseline in keep else None
+        if baseline is not None and baseline not in keep:
+            raise ValueError(f"--baseline: {baseline!r} is not among the models run: {sorted(keep)}.")
+        baseline = baseline or (self.baseline if self.baseline in keep else None)
         trading = self.trading
         if trading is not None and trading.get("factors_from", self.models[0].name) not in keep:
             log.warning("trading: skipped, its factors come from a model that is not run (%s)", sorted(keep))
