@@ -1,4 +1,7 @@
-"""Run by ``accelerate launch`` from test_trainer: fit on the planted panel, write each rank's result."""
+"""Run by ``accelerate launch`` from test_trainer: fit on the planted panel, write each rank's result.
+
+Arguments: the output folder, then optionally an ablation of the model (e.g. ts_only).
+"""
 
 import json
 import sys
@@ -10,8 +13,9 @@ from test_trainer import CFG, datasets, planted_frame
 from storm_bt.model.trainer import TrainConfig, Trainer
 
 out = Path(sys.argv[1])
+cfg = CFG.ablation(sys.argv[2]) if len(sys.argv) > 2 else CFG
 train, valid = datasets(*planted_frame())
-model, result = Trainer(CFG, TrainConfig(epochs=3, batch_size=8, lr=2e-3, progress=False), out / "run").fit(
+model, result = Trainer(cfg, TrainConfig(epochs=3, batch_size=8, lr=2e-3, progress=False), out / "run").fit(
     train, valid
 )
 state = PartialState()

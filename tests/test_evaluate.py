@@ -118,3 +118,30 @@ def test_tables_show_mean_std_over_seeds_and_one_market_row():
     ablation = tables.split("## Ablations")[1]
     assert "| STORM ts_only (n=2) | 0.0050 ± 0.0071 |" in ablation and "| STORM (n=3) | 0.0200 ± 0.0100 |" in ablation
     assert "torch 2.13.0" in tables and "`e` (2-session horizon)" in tables
+
+
+@pytest.mark.parametrize(
+    ("segments", "message"),
+    [
+        ({"train": ["2015-01-05", "2015-06-30"], "valid": ["2015-07-01", "2015-09-30"]}, "0 sessions apart"),
+        ({"test": ["2015-03-02", "2015-06-01"]}, r"Segments valid .* and test .* are -?\d+ sessions apart"),
+        ({"test": ["2016-01-04", "2030-01-02"]}, "outside the data"),
+    ],
+)
+def test_leaky_or_impossible_data_segments_are_refused_before_any_run(tmp_path, segments, message):
+    (tmp_path / "calendars").mkdir()
+    (tmp_path / "calendars" / "day.txt").write_text(
+        "\n".join(f"{d:%Y-%m-%d}" for d in pd.bdate_range("2015-01-05", periods=400))
+    )
+    good = {
+        "train": ["2015-01-05", "2015-06-30"],
+        "valid": ["2015-07-06", "2015-09-30"],
+        "test": ["2015-10-05", "2016-06-01"],
+    }
+    cfg = EvalConfig.from_dict(_raw(data={"provider_uri": str(tmp_path), "segments": good}), base=EXPERIMENTS)
+    model_workflow(cfg.models[0], 0, cfg.data, threads=1)  # the good split passes
+    leaky = EvalConfig.from_dict(
+        _raw(data={"provider_uri": str(tmp_path), "segments": good | segments}), base=EXPERIMENTS
+    )
+    with pytest.raises(ValueError, match=message):
+        model_workflow(leaky.models[0], 0, leaky.data, threads=1)

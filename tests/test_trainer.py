@@ -218,8 +218,12 @@ def test_resuming_with_another_configuration_is_refused(planted, tmp_path):
     assert (tmp_path / "last.pt").read_bytes() == before
 
 
-def test_two_process_ddp_run_on_cpu(tmp_path):
-    """``accelerate launch`` with 2 CPU processes (gloo): both ranks end with the same weights."""
+@pytest.mark.parametrize("ablation", [None, "ts_only"])
+def test_two_process_ddp_run_on_cpu(tmp_path, ablation):
+    """``accelerate launch`` with 2 CPU processes (gloo): both ranks end with the same weights.
+
+    A single-branch ablation once failed here: a parameter outside the loss stops DDP's reduction.
+    """
     script = Path(__file__).with_name("ddp_fit.py")
     cmd = [
         sys.executable,
@@ -236,6 +240,7 @@ def test_two_process_ddp_run_on_cpu(tmp_path):
         "no",
         str(script),
         str(tmp_path),
+        *([ablation] if ablation else []),
     ]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)

@@ -25,10 +25,13 @@ from qlib.utils.data import update_config
 from ruamel.yaml import YAML
 
 from storm_bt.data.calendar import nyse_sessions
+from storm_bt.data.provider import read_calendar
+from storm_bt.handlers.alpha158_us import label_horizon
 from storm_bt.io import atomic_write_text, exclusive, read_yaml
 from storm_bt.workflows.segments import Segments
 
 __all__ = [
+    "check_workflow_split",
     "handler_kwargs",
     "latest_metrics",
     "load_workflow",
@@ -123,7 +126,15 @@ def retarget(
     for key, value in (("market", market), ("benchmark", benchmark)):
         if key in out:
             out[key] = value
+    check_workflow_split(out)
     return out
+
+
+def check_workflow_split(config: dict[str, Any]) -> None:
+    """Raise unless the workflow's segments lie in its provider's calendar, in order, and at least the
+    label's horizon apart (no train label reads a valid or test price)."""
+    label = handler_kwargs(config).get("label", "qlib")
+    workflow_segments(config).check(read_calendar(provider_path(config)), embargo=label_horizon(label))
 
 
 def write_workflow(config: dict[str, Any], path: str | Path) -> Path:
