@@ -146,6 +146,39 @@ def test_bad_inputs_and_actions_are_named():
         env.step(5)
     with pytest.raises(ValueError, match="fill must be"):
         EnvConfig(fill="vwap")
+    for action in (float("nan"), np.float32("nan"), float("inf")):
+        with pytest.raises(ValueError, match="not in the action space"):
+            env.step(action)
+    with pytest.raises(RuntimeError, match=r"Call reset\(\) before the first step\(\)"):
+        TradingEnv(features, opens, closes, dates).step(2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"initial_cash": float("nan")}, "initial_cash must be a positive finite amount, got nan"),
+        ({"initial_cash": float("inf")}, "initial_cash must be a positive finite amount"),
+        ({"initial_cash": 0.0}, "initial_cash must be a positive finite amount"),
+        ({"commission_bps": float("nan")}, "commission_bps must be finite"),
+        ({"slippage_bps": float("inf")}, "slippage_bps must be finite"),
+        ({"commission_bps": 20_000}, r"commission_bps must be .* below 10000 \(100% of notional\), got 20000"),
+        ({"slippage_bps": -1}, "slippage_bps must be finite, at least 0"),
+    ],
+)
+def test_env_config_refuses_costs_and_cash_that_break_the_accounting(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        EnvConfig(**kwargs)
+
+
+def test_cash_stays_non_negative_at_the_highest_costs_allowed():
+    features, opens, closes, dates = market()
+    env = TradingEnv(features, opens, closes, dates, EnvConfig(commission_bps=9_999, slippage_bps=9_999))
+    env.reset(seed=0)
+    for step in range(len(closes) - 1):
+        *_, terminated, _, info = env.step(2 if step % 2 == 0 else 0)
+        assert info["cash"] >= 0.0 and np.isfinite(info["value"])
+        if terminated:
+            break
 
 
 def test_vec_env_matches_single_envs_step_for_step():

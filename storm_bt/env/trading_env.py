@@ -40,8 +40,12 @@ class EnvConfig:
             raise ValueError(f"fill must be one of {sorted(FILLS)}, got {self.fill!r}.")
         if self.action not in ("discrete", "continuous"):
             raise ValueError(f"action must be 'discrete' or 'continuous', got {self.action!r}.")
-        if self.initial_cash <= 0 or self.commission_bps < 0 or self.slippage_bps < 0:
-            raise ValueError("initial_cash must be positive; commission_bps and slippage_bps non-negative.")
+        if not (math.isfinite(self.initial_cash) and self.initial_cash > 0):
+            raise ValueError(f"initial_cash must be a positive finite amount, got {self.initial_cash!r}.")
+        for name in ("commission_bps", "slippage_bps"):
+            bps = getattr(self, name)
+            if not (math.isfinite(bps) and 0 <= bps < 10_000):  # 100% or more would make a sale cost money
+                raise ValueError(f"{name} must be finite, at least 0 and below 10000 (100% of notional), got {bps!r}.")
         if self.episode_length is not None and self.episode_length < 1:
             raise ValueError(f"episode_length must be positive or None, got {self.episode_length}.")
 
@@ -133,6 +137,8 @@ class TradingEnv(gym.Env):
         return self._observation(), self._info(traded=0, cost=0.0, price=float("nan"))
 
     def step(self, action):
+        if not hasattr(self, "_t"):
+            raise RuntimeError("Call reset() before the first step().")
         act = self._checked_action(action)
         if self._t >= self._end:
             raise RuntimeError("The episode is over: call reset() before step().")
@@ -153,7 +159,8 @@ class TradingEnv(gym.Env):
     def _checked_action(self, action) -> float:
         """The action as the kernel takes it (a float), after checking it is in the action space."""
         if self.config.discrete:
-            normal = int(action) if np.ndim(action) == 0 and float(action) == int(action) else action
+            whole = np.ndim(action) == 0 and np.isfinite(action) and float(action) == int(action)
+            normal = int(action) if whole else action
         else:
             normal = np.asarray(action, dtype=np.float32).reshape(self.action_space.shape)
         if not self.action_space.contains(normal):
