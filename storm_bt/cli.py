@@ -6,7 +6,7 @@ import argparse
 import logging
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rich.logging import RichHandler
@@ -122,6 +122,22 @@ def _trade_run(args: argparse.Namespace) -> None:
     _trade_eval(args)
 
 
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum`` (argparse names the flag on failure)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"whole number >= {minimum}"
+    return parse
+
+
 def _numbers(text: str, flag: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",")]
@@ -190,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
     p.add_argument("--end", required=True, help="last date (inclusive), YYYY-MM-DD")
     p.add_argument("--out", required=True, help="CSV cache folder")
-    p.add_argument("--retries", type=int, default=3, help="extra attempts per ticker on network errors")
+    p.add_argument("--retries", type=_at_least(0), default=3, help="extra attempts per ticker on network errors")
     p.add_argument("--backoff", type=float, default=2.0, help="first retry wait in seconds, doubled each time")
     p.set_defaults(func=_download)
 
@@ -200,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv-dir", required=True, help="folder of <TICKER>.csv or <TICKER>.csv.gz files")
     p.add_argument("--qlib-dir", required=True, help="Qlib provider folder to write or extend")
     p.add_argument("--universe", help="instrument list name (default: the CSV folder's name)")
-    p.add_argument("--min-history", type=int, default=60, help="fewest sessions a ticker needs")
+    p.add_argument("--min-history", type=_at_least(1), default=60, help="fewest sessions a ticker needs")
     p.add_argument(
         "--on-gap",
         choices=("raise", "ffill", "nan"),
@@ -215,10 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = data.add_parser("synth", help="a seeded synthetic market with a planted, learnable signal")
     p.add_argument("--out", required=True, help="folder for the per-ticker CSV files")
-    p.add_argument("--stocks", type=int, default=30)
-    p.add_argument("--days", type=int, default=750)
+    p.add_argument("--stocks", type=_at_least(2), default=30)
+    p.add_argument("--days", type=_at_least(1), default=750)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sectors", type=int, default=5, help="number of sectors (at most --stocks)")
+    p.add_argument("--sectors", type=_at_least(1), default=5, help="number of sectors (at most --stocks)")
     p.add_argument("--start", default="2015-01-02", help="first calendar day")
     p.set_defaults(func=_synth)
 
@@ -226,12 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", default="runs/quickstart", help="folder that receives every stage's output")
     p.add_argument("--csv-dir", help="real per-ticker CSV files instead of the synthetic market")
     p.add_argument("--universe", help="instrument list name in the provider (default: synth, or the CSV folder's name)")
-    p.add_argument("--stocks", type=int, default=30)
-    p.add_argument("--days", type=int, default=750)
+    p.add_argument("--stocks", type=_at_least(2), default=30)
+    p.add_argument("--days", type=_at_least(1), default=750)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workflow", help="workflow YAML to retarget (default: experiments/workflow_storm_small_dj30.yaml)")
     p.add_argument("--trade-stock", help="the stock PPO learns to trade (default: the first ticker)")
-    p.add_argument("--agent-steps", type=int, default=20_000, help="PPO training steps")
+    p.add_argument("--agent-steps", type=_at_least(1), default=20_000, help="PPO training steps")
     p.set_defaults(func=_quickstart)
 
     factors = sub.add_parser("factors", help="STORM factor embeddings per (date, stock)").add_subparsers(
@@ -258,15 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="the paper's tables: models, baselines and ablations over several seeds")
     p.add_argument("--config", required=True, help="evaluation YAML, e.g. experiments/evaluate_dj30.yaml")
     p.add_argument("--out", required=True, help="output folder (a rerun reuses every finished run in it)")
-    p.add_argument("--jobs", type=int, help="runs at once in local processes (default: cores / --threads)")
+    p.add_argument("--jobs", type=_at_least(1), help="runs at once in local processes (default: cores / --threads)")
     p.add_argument(
         "--threads",
-        type=int,
+        type=_at_least(1),
         help="threads of every run, part of its identity (default: cores / --jobs; 1 on a Ray cluster)",
     )
     p.add_argument("--executor", choices=("local", "ray"), default="local", help="local processes or a Ray cluster")
     p.add_argument("--address", help="Ray head address HOST:PORT (with --executor ray)")
-    p.add_argument("--ray-retries", type=int, default=1, help="attempts Ray adds when a worker dies mid-run")
+    p.add_argument("--ray-retries", type=_at_least(0), default=1, help="attempts Ray adds when a worker dies mid-run")
     p.add_argument("--models", help="run only these models/ablations (comma-separated names), for screening")
     p.add_argument("--seeds", help="run only these of the config's seeds, e.g. 0,1")
     p.add_argument("--folds", help="with rolling: run only these folds (positions from 0, e.g. 0,4,9)")

@@ -118,3 +118,18 @@ def test_help(command, capsys):
 def test_help_runs_as_a_program():
     done = _run("data", "ingest", "--help")
     assert done.returncode == 0 and "--qlib-dir" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["data", "download", "--out", "x", "--retries", "-5"], "argument --retries: must be at least 0, got -5"),
+        (["evaluate", "--config", "c", "--out", "o", "--jobs", "0"], "argument --jobs: must be at least 1, got 0"),
+        (["evaluate", "--config", "c", "--out", "o", "--threads", "two"], "--threads: expected a whole number"),
+        (["data", "synth", "--out", "x", "--stocks", "1"], "argument --stocks: must be at least 2, got 1"),
+    ],
+)
+def test_out_of_range_counts_are_named_by_the_parser(argv, message, capsys):
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args(argv)
+    assert done.value.code == 2 and message in capsys.readouterr().err

@@ -289,3 +289,20 @@ def test_deterministic_kernels_restore_the_callers_setting(planted):
     assert not torch.are_deterministic_algorithms_enabled()
     Trainer(CFG, TrainConfig(epochs=1, batch_size=16, progress=False)).fit(train, valid)
     assert not torch.are_deterministic_algorithms_enabled()  # a library call leaves global state as it found it
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"seed": "abc"}, "TrainConfig.seed must be a whole number of at least 0, got 'abc'"),
+        ({"seed": True}, "TrainConfig.seed must be a whole number"),
+        ({"epochs": 0}, "TrainConfig.epochs must be a whole number of at least 1, got 0"),
+        ({"lr": float("nan")}, r"TrainConfig.lr must be a number in \[0.0, inf\), got nan"),
+        ({"lr": 0.0}, "TrainConfig.lr must be positive"),
+        ({"warmup_frac": 1.0}, r"TrainConfig.warmup_frac must be a number in \[0.0, 1.0\)"),
+        ({"betas": (0.9, 1.5)}, r"TrainConfig.betas must be two numbers in \[0, 1\)"),
+    ],
+)
+def test_bad_training_settings_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kwargs)

@@ -60,6 +60,21 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        for name, minimum in (("epochs", 1), ("batch_size", 1), ("patience", 1), ("eval_batch_size", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"TrainConfig.{name} must be a whole number of at least {minimum}, got {value!r}.")
+        ranges = (("lr", 0.0, math.inf), ("weight_decay", 0.0, math.inf), ("warmup_frac", 0.0, 1.0))
+        for name, low, high in (*ranges, ("grad_clip", 0.0, math.inf)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value < high:
+                raise ValueError(f"TrainConfig.{name} must be a number in [{low}, {high}), got {value!r}.")
+        if self.lr == 0:
+            raise ValueError("TrainConfig.lr must be positive, got 0.")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}.")
+
 
 @dataclass
 class TrainResult:
