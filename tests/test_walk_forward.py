@@ -20,7 +20,7 @@ from storm_bt.data.synthetic import SyntheticMarketConfig, write_market_csvs
 from storm_bt.pipelines.eval_config import EvalConfig
 from storm_bt.pipelines.report import write_report
 from storm_bt.workflows.prepared import prepare_handler
-from storm_bt.workflows.qrun import load_workflow, retarget
+from storm_bt.workflows.qrun import CHECKPOINTS, best_valid_rank_ic, load_workflow, retarget
 from storm_bt.workflows.rolling import RollingSpec, rolling_folds
 from storm_bt.workflows.span import ensemble_scores, stitch_predictions
 
@@ -82,6 +82,7 @@ def test_significance_separates_a_learning_model_from_a_shuffled_label_placebo(w
     low, high = results.loc["Shuffled labels", ["diff.ASR.low", "diff.ASR.high"]]
     assert low < results.loc["Shuffled labels", "diff.ASR"] < high
     assert np.isnan(results.loc["LightGBM", "diff.RankIC"])  # the baseline is not tested against itself
+    assert results["valid.RankIC"].isna().all()  # LightGBM keeps no per-epoch valid history
     tables = (out / "tables.md").read_text()
     assert "Newey-West" in tables and "Δ Rank IC vs LightGBM" in tables and "| Shuffled labels, seeds (n=1) |" in tables
     t = results.loc["LightGBM", "RankIC.t"]
@@ -188,3 +189,15 @@ def test_screening_subsets_name_what_the_config_lacks():
     assert cfg.subset(baseline="LightGBM").baseline_name == "LightGBM"
     with pytest.raises(ValueError, match="--baseline: 'LightGBM' is not among the models run"):
         cfg.subset(models=[cfg.models[0].name], baseline="LightGBM")
+
+
+def test_a_runs_valid_rank_ic_is_its_best_finite_epoch(tmp_path):
+    assert np.isnan(best_valid_rank_ic(tmp_path))  # no training history: a model without epochs
+    (tmp_path / CHECKPOINTS).mkdir()
+    history = [
+        {"epoch": 1, "valid_RankIC": 0.01},
+        {"epoch": 2, "valid_RankIC": float("nan")},
+        {"epoch": 3, "valid_RankIC": 0.03},
+    ]
+    (tmp_path / CHECKPOINTS / "history.json").write_text(json.dumps(history))
+    assert best_valid_rank_ic(tmp_path) == 0.03

@@ -43,6 +43,7 @@ from storm_bt.pipelines.significance import SpanSeries, compare, method_note, re
 from storm_bt.pipelines.tables import mean_std
 from storm_bt.workflows.prepared import handler_key, prepare_handler, with_prepared_handler
 from storm_bt.workflows.qrun import (
+    best_valid_rank_ic,
     handler_kwargs,
     latest_metrics,
     port_analysis_configs,
@@ -237,6 +238,7 @@ def _results(cfg: EvalConfig, spans: list[Span]) -> tuple[pd.DataFrame, dict[tup
         rows.append(
             {"group": s.group, "model": s.entry.name, "seed": str(s.seed), "span": str(s.span_dir)}
             | {"folds": len({r.fold for r in s.runs}), "compute_s": sum(qrun_wall(r.run_dir) for r in s.runs)}
+            | {"valid.RankIC": pd.Series([best_valid_rank_ic(r.run_dir) for r in s.runs], dtype=float).mean()}
             | metrics.to_dict()
             | compare(series[s.entry.name, s.seed], baseline)
         )
@@ -289,8 +291,8 @@ def format_walk_forward_tables(results: pd.DataFrame, described: dict[str, Any],
     ]
     lines += [method_note(int(results["RankIC.days"].max()), baseline), ""]
     groups = list(results.groupby(["model"], sort=False))
-    factor = {"Rank IC": "Rank IC", "t": "RankIC.t", "Rank ICIR": "Rank ICIR", "IC": "IC",
-              f"Δ Rank IC vs {baseline}": "diff.RankIC", "t (Δ)": "diff.RankIC.t"}  # fmt: skip
+    factor = {"valid Rank IC": "valid.RankIC", "Rank IC": "Rank IC", "t": "RankIC.t", "Rank ICIR": "Rank ICIR",
+              "IC": "IC", f"Δ Rank IC vs {baseline}": "diff.RankIC", "t (Δ)": "diff.RankIC.t"}  # fmt: skip
     digits = {"RankIC.t": 2, "diff.RankIC.t": 2}
     lines += ["## Factor quality (out of sample, whole span)", "", "| model | " + " | ".join(factor) + " |"]
     lines.append("|" + "---|" * (len(factor) + 1))

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import logging
+import math
 import os
 import re
 import subprocess
@@ -31,6 +33,8 @@ from storm_bt.io import atomic_write_text, exclusive, read_yaml
 from storm_bt.workflows.segments import Segments
 
 __all__ = [
+    "CHECKPOINTS",
+    "best_valid_rank_ic",
     "check_workflow_split",
     "handler_kwargs",
     "latest_metrics",
@@ -51,6 +55,7 @@ log = logging.getLogger(__name__)
 
 EPOCH_LINE = re.compile(r"^epoch \d+: loss ")
 DONE_MARKER = "qrun.done"  # in a run folder: qrun finished there; holds the wall seconds
+CHECKPOINTS = "checkpoints"  # in a run folder: a storm_bt model's checkpoints and training history
 
 
 def load_workflow(path: str | Path) -> dict[str, Any]:
@@ -201,6 +206,15 @@ def qrun_wall(run_dir: str | Path) -> float:
     return float((Path(run_dir) / DONE_MARKER).read_text() or "nan")
 
 
+def best_valid_rank_ic(run_dir: str | Path) -> float:
+    """The valid RankIC of the epoch a storm_bt model kept (NaN for models without a training history)."""
+    history = Path(run_dir) / CHECKPOINTS / "history.json"
+    if not history.is_file():
+        return float("nan")
+    scores = [r["valid_RankIC"] for r in json.loads(history.read_text()) if math.isfinite(r["valid_RankIC"])]
+    return max(scores, default=float("nan"))
+
+
 def run_workflow(config: dict[str, Any], run_dir: str | Path) -> float:
     """Run ``config`` through qrun in ``run_dir`` unless a finished run is there; the wall seconds of the
     run that finished. Holds the folder's lock, so two evaluations never run into one folder at once.
@@ -214,7 +228,7 @@ def run_workflow(config: dict[str, Any], run_dir: str | Path) -> float:
             config = copy.deepcopy(config)
             kwargs = config["task"]["model"]["kwargs"]
             if "run_dir" in kwargs:
-                kwargs["run_dir"] = "checkpoints"  # qrun runs in run_dir: the folder stays movable
+                kwargs["run_dir"] = CHECKPOINTS  # qrun runs in run_dir: the folder stays movable
             write_workflow(config, run_dir / "workflow.yaml")
         return run_qrun_once(run_dir / "workflow.yaml", run_dir)
 
