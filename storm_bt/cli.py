@@ -8,11 +8,15 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.logging import RichHandler
 
 from storm_bt.data.schema import DataValidationError, DownloadError
 from storm_bt.io import LockedError
+
+if TYPE_CHECKING:
+    from storm_bt.parallel import Executor
 
 __all__ = ["build_parser", "main"]
 
@@ -107,7 +111,11 @@ def _factors_export(args: argparse.Namespace) -> None:
 def _trade_train(args: argparse.Namespace) -> None:
     from storm_bt.pipelines.trading import TradeConfig, train_agents
 
-    train_agents(TradeConfig.from_yaml(args.config), args.out)
+    cfg = TradeConfig.from_yaml(args.config)
+    if args.jobs is None and args.threads is None and args.executor is None:
+        train_agents(cfg, args.out)  # one after another in this process: no start-up cost per agent
+    else:
+        train_agents(cfg, args.out, *_executor(args))
 
 
 def _trade_eval(args: argparse.Namespace) -> None:
@@ -146,7 +154,6 @@ def _numbers(text: str, flag: str) -> list[int]:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from storm_bt.parallel import LocalExecutor, RayExecutor, default_jobs
     from storm_bt.pipelines.eval_config import EvalConfig
     from storm_bt.pipelines.evaluate import run_evaluation
 
@@ -155,17 +162,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         seeds=_numbers(args.seeds, "--seeds") if args.seeds else None,
         baseline=args.baseline,
     )
-    if args.executor == "ray":
-        if not args.address:
-            raise ValueError("--executor ray needs --address HOST:PORT of the cluster's head (`ray start --head`).")
-        if args.jobs is not None:
-            raise ValueError("--jobs is for the local executor; a Ray cluster runs as many runs as it has CPUs.")
-        threads = args.threads or 1
-        executor = RayExecutor(args.address, retries=args.ray_retries)
-    else:
-        jobs = args.jobs or default_jobs(args.threads or 1)
-        threads = args.threads or max(1, default_jobs() // jobs)
-        executor = LocalExecutor(jobs)
+    executor, threads = _executor(args)
     folds = _numbers(args.folds, "--folds") if args.folds else None
     subset = [
         f"{flag}-{value}"
@@ -188,6 +185,33 @@ def _report(args: argparse.Namespace) -> None:
     from storm_bt.pipelines.report import write_report
 
     log.info("Report written to %s", write_report(args.run, args.out))
+
+
+def _add_executor_flags(p: argparse.ArgumentParser) -> None:
+    """Where independent runs go: local processes or a Ray cluster, and how many threads each gets."""
+    p.add_argument("--jobs", type=_at_least(1), help="runs at once in local processes (default: cores / --threads)")
+    p.add_argument(
+        "--threads",
+        type=_at_least(1),
+        help="threads of every run, part of its identity (default: cores / --jobs; 1 on a Ray cluster)",
+    )
+    p.add_argument("--executor", choices=("local", "ray"), help="local processes (default) or a Ray cluster")
+    p.add_argument("--address", help="Ray head address HOST:PORT (with --executor ray)")
+    p.add_argument("--ray-retries", type=_at_least(0), default=1, help="attempts Ray adds when a worker dies mid-run")
+
+
+def _executor(args: argparse.Namespace) -> tuple[Executor, int]:
+    """The executor and per-run thread count the executor flags ask for."""
+    from storm_bt.parallel import LocalExecutor, RayExecutor, default_jobs
+
+    if args.executor == "ray":
+        if not args.address:
+            raise ValueError("--executor ray needs --address HOST:PORT of the cluster's head (`ray start --head`).")
+        if args.jobs is not None:
+            raise ValueError("--jobs is for the local executor; a Ray cluster runs as many runs as it has CPUs.")
+        return RayExecutor(args.address, retries=args.ray_retries), args.threads or 1
+    jobs = args.jobs or default_jobs(args.threads or 1)
+    return LocalExecutor(jobs), args.threads or max(1, default_jobs() // jobs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -270,19 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = trade.add_parser(name, help=text)
         p.add_argument("--config", required=True, help="trading YAML, e.g. experiments/trading_dj30.yaml")
         p.add_argument("--out", required=True, help="run folder (reused: finished stages are not redone)")
+        _add_executor_flags(p)
         p.set_defaults(func=func)
     p = sub.add_parser("evaluate", help="the paper's tables: models, baselines and ablations over several seeds")
     p.add_argument("--config", required=True, help="evaluation YAML, e.g. experiments/evaluate_dj30.yaml")
     p.add_argument("--out", required=True, help="output folder (a rerun reuses every finished run in it)")
-    p.add_argument("--jobs", type=_at_least(1), help="runs at once in local processes (default: cores / --threads)")
-    p.add_argument(
-        "--threads",
-        type=_at_least(1),
-        help="threads of every run, part of its identity (default: cores / --jobs; 1 on a Ray cluster)",
-    )
-    p.add_argument("--executor", choices=("local", "ray"), default="local", help="local processes or a Ray cluster")
-    p.add_argument("--address", help="Ray head address HOST:PORT (with --executor ray)")
-    p.add_argument("--ray-retries", type=_at_least(0), default=1, help="attempts Ray adds when a worker dies mid-run")
+    _add_executor_flags(p)
     p.add_argument("--models", help="run only these models/ablations (comma-separated names), for screening")
     p.add_argument("--seeds", help="run only these of the config's seeds, e.g. 0,1")
     p.add_argument("--folds", help="with rolling: run only these folds (positions from 0, e.g. 0,4,9)")

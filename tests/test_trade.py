@@ -169,3 +169,14 @@ def test_report_of_a_trading_run_has_rendered_figures(setup) -> None:
     assert main(["report", str(setup["run"])]) == 0
     check_report(setup["run"] / "report" / "report.html", {"trading_SYN001", "trading_SYN004"})
     assert main(["report", str(setup["root"] / "nowhere")]) == 2
+
+
+def test_agents_trained_on_two_processes_match_the_in_process_ones(setup) -> None:
+    """Agents are independent runs on the executor; each fixes its own threads, so where it runs changes nothing."""
+    out = setup["root"] / "run_jobs2"
+    flags = ["--jobs", "2", "--threads", "1"]
+    assert main(["trade", "train", "--config", str(setup["config"]), "--out", str(out), *flags]) == 0
+    for record in (setup["run"] / "agents").glob("*/*/seed*/agent.json"):
+        twin = out / record.relative_to(setup["run"])
+        assert json.loads(twin.read_text())["curve"] == json.loads(record.read_text())["curve"]
+    assert len(list((out / "agents").glob("*/*/seed*/best.zip"))) == len(TRADED) * 2

@@ -5,8 +5,18 @@ tasks (a local process pool, or Ray) and returns every outcome, so one failed ru
 by name while the others finish. Threads are part of a task: torch's results depend on them.
 """
 
-from storm_bt.parallel.local import LocalExecutor
+from storm_bt.parallel.local import InProcessExecutor, LocalExecutor
 from storm_bt.parallel.ray_cluster import RayExecutor
 from storm_bt.parallel.tasks import Executor, Outcome, Task, TaskFailures, default_jobs, run_all
 
-__all__ = ["Executor", "LocalExecutor", "Outcome", "RayExecutor", "Task", "TaskFailures", "default_jobs", "run_all"]
+__all__ = [
+    "Executor",
+    "InProcessExecutor",
+    "LocalExecutor",
+    "Outcome",
+    "RayExecutor",
+    "Task",
+    "TaskFailures",
+    "default_jobs",
+    "run_all",
+]

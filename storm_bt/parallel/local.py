@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 
-from storm_bt.parallel.tasks import Outcome, Task, execute
+from storm_bt.parallel.tasks import Outcome, Task, execute, failed_outcome
 
-__all__ = ["LocalExecutor"]
+__all__ = ["InProcessExecutor", "LocalExecutor"]
 
 log = logging.getLogger(__name__)
 
@@ -53,3 +53,20 @@ class LocalExecutor:
                     continue
                 log.info("%s: %s", tasks[i].name, "done" if outcomes[i].ok else "FAILED")
         return outcomes, sorted(broken) if len(tasks) > 1 else []
+
+
+class InProcessExecutor:
+    """Runs tasks one after another in this process, leaving its thread settings and output alone.
+
+    For short task lists whose runs fix their own threads (the quickstart's trading agents): no
+    process start-up, and what the tasks log reaches this process's console.
+    """
+
+    def map(self, tasks: Sequence[Task]) -> list[Outcome]:
+        outcomes = []
+        for task in tasks:
+            try:
+                outcomes.append(Outcome(task.name, value=task.function(**task.kwargs)))
+            except Exception as e:  # reported by name with the others, as by every executor
+                outcomes.append(failed_outcome(task, e))
+        return outcomes

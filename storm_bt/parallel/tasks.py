@@ -11,7 +11,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["THREAD_VARIABLES", "Executor", "Outcome", "Task", "TaskFailures", "default_jobs", "execute", "run_all"]
+__all__ = [
+    "THREAD_VARIABLES",
+    "Executor",
+    "Outcome",
+    "Task",
+    "TaskFailures",
+    "default_jobs",
+    "execute",
+    "failed_outcome",
+    "run_all",
+]
 
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -112,11 +122,16 @@ def execute(task: Task) -> Outcome:
         with _output_to(task.log):
             return Outcome(task.name, value=task.function(**task.kwargs))
     except Exception as e:  # reported by name with the others; never lost
-        error = "".join(traceback.format_exception(e)[-6:]).strip()
-        if task.log is not None and Path(task.log).is_file():
-            tail = Path(task.log).read_text(errors="replace").splitlines()[-15:]
-            error += f"\nlast lines of {task.log}:\n" + "\n".join(tail)
-        return Outcome(task.name, error=error)
+        return failed_outcome(task, e)
+
+
+def failed_outcome(task: Task, error: Exception) -> Outcome:
+    """The outcome of a task that raised: the end of its traceback, and of its log if it has one."""
+    message = "".join(traceback.format_exception(error)[-6:]).strip()
+    if task.log is not None and Path(task.log).is_file():
+        tail = Path(task.log).read_text(errors="replace").splitlines()[-15:]
+        message += f"\nlast lines of {task.log}:\n" + "\n".join(tail)
+    return Outcome(task.name, error=message)
 
 
 def default_jobs(threads: int = 1) -> int:

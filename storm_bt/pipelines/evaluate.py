@@ -39,14 +39,16 @@ FACTOR_QUALITY = ("IC", "ICIR", "Rank IC", "Rank ICIR")
 ABLATION = ("Rank IC", "Rank ICIR", "APY", "CW", "ASR", "MDD")
 
 
-def _trading(cfg: EvalConfig, out: Path, runs: dict[tuple[str, int], Path]) -> pd.DataFrame:
+def _trading(
+    cfg: EvalConfig, out: Path, runs: dict[tuple[str, int], Path], executor: Executor, threads: int
+) -> pd.DataFrame:
     """The trading experiment on the factors of the chosen model's first-seed run, over the same seeds."""
     assert cfg.trading is not None
     source = runs[cfg.trading.get("factors_from", cfg.models[0].name), cfg.seeds[0]]
     trade = replace(TradeConfig.from_yaml(cfg.trading["config"]), factors={"run": str(source)}, seeds=cfg.seeds)
     trade_dir = out / "trading" / f"{source.parent.name}_{source.name}"
     log.info("trading: %s on the factors of %s, seeds %s, in %s", trade.stocks, source, cfg.seeds, trade_dir)
-    train_agents(trade, trade_dir)
+    train_agents(trade, trade_dir, executor, threads)
     return evaluate_agents(trade_dir)
 
 
@@ -95,7 +97,7 @@ def run_evaluation(
         rows.append(row | metrics.to_dict())
     results = pd.DataFrame(rows)
     atomic_write_text(tables_dir / "results.csv", results.to_csv(index=False))
-    trading = _trading(cfg, out, runs) if cfg.trading else None
+    trading = _trading(cfg, out, runs, executor, threads) if cfg.trading else None
     if trading is not None:
         atomic_write_text(tables_dir / "trading.csv", trading.to_csv(index=False))
     described = describe(cfg, jobs[0][3], threads)

@@ -27,6 +27,7 @@ from storm_bt.env.trading_env import EnvConfig
 from storm_bt.factors.store import FactorStore
 from storm_bt.io import atomic_write_text, check_keys, config_from_yaml, package_versions
 from storm_bt.metrics import PORTFOLIO_METRICS
+from storm_bt.parallel import Executor, InProcessExecutor, Task, run_all
 from storm_bt.pipelines.tables import markdown_table
 from storm_bt.workflows.qrun import load_workflow, provider_path, qrun_finished, run_qrun_once
 from storm_bt.workflows.segments import Segments
@@ -182,8 +183,12 @@ def _trained(agent_dir: Path, spec: AgentSpec, seed: int, env: EnvConfig, splits
 # -- stages ---------------------------------------------------------------------------------------------
 
 
-def train_agents(cfg: TradeConfig, out: str | Path) -> None:
-    """Factors, then every (stock, agent, seed) trained and selected on valid, under ``out``."""
+def train_agents(cfg: TradeConfig, out: str | Path, executor: Executor | None = None, threads: int = 1) -> None:
+    """Factors, then every (stock, agent, seed) trained and selected on valid, under ``out``.
+
+    The agents are independent runs on ``executor`` (default: one after another in this process),
+    each limited to ``threads``; every agent is reported by name if it fails, after the others end.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     store_path, segments = _factor_store(cfg, out)
@@ -196,14 +201,16 @@ def train_agents(cfg: TradeConfig, out: str | Path) -> None:
     atomic_write_text(out / "trade.json", json.dumps(manifest, indent=2))
     markets = _markets(cfg.csv_dir, cfg.stocks, store_path, segments, {a.state for a in cfg.agents})
     jobs = [(stock, agent, seed) for stock in cfg.stocks for agent in cfg.agents for seed in cfg.seeds]
-    reused = 0
-    for stock, agent, seed in tqdm(jobs, desc="agents", unit="agent"):
+    tasks = []
+    for stock, agent, seed in jobs:
         splits, agent_dir = markets[stock, agent.state], _agent_dir(out, stock, agent, seed)
-        if _trained(agent_dir, agent, seed, cfg.env, splits):
-            reused += 1
-            continue
-        train_agent(agent, splits.train, splits.valid, cfg.env, seed, agent_dir)
-    log.info("agents: %d trained, %d reused (same spec, seed, rules and dates) in %s", len(jobs) - reused, reused, out)
+        if not _trained(agent_dir, agent, seed, cfg.env, splits):
+            kwargs = {"spec": agent, "train": splits.train, "valid": splits.valid, "base": cfg.env, "seed": seed}
+            name = f"agent {stock} {agent.name} seed {seed}"
+            tasks.append(Task(name, train_agent, kwargs | {"out_dir": agent_dir}, threads))
+    log.info("agents: %d to train, %d reused (same spec, seed, rules and dates)", len(tasks), len(jobs) - len(tasks))
+    run_all(executor or InProcessExecutor(), tasks)
+    log.info("agents: %d trained, %d reused in %s", len(tasks), len(jobs) - len(tasks), out)
 
 
 def _load(out: Path) -> tuple[TradeConfig, dict[str, Any]]:
