@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from storm_bt.io import atomic_path
-from storm_bt.parallel import LocalExecutor, RayExecutor, Task, TaskFailures, run_all
+from storm_bt.parallel import InProcessExecutor, LocalExecutor, RayExecutor, Task, TaskFailures, run_all
 
 
 def _threads_seen(x: int) -> tuple[int, str, int]:
@@ -70,6 +70,19 @@ def test_a_failed_run_is_named_with_its_error_while_the_others_finish(tmp_path):
     assert "--- broken run ---" in message and "ValueError: bad learning rate" in message
     assert "--- dead run ---" in message and "worker process died" in message
     assert (tmp_path / "a").read_text() == "a" and (tmp_path / "b").read_text() == "b"
+
+
+def test_in_process_runs_every_task_here_and_names_the_failed_one(tmp_path):
+    threads = os.environ.get("OMP_NUM_THREADS")
+    tasks = [
+        Task("first", _write, {"path": str(tmp_path / "a"), "text": "a"}, threads=7),
+        Task("broken run", _fail, {"message": "bad learning rate"}),
+        Task("last", _write, {"path": str(tmp_path / "b"), "text": "b"}),
+    ]
+    with pytest.raises(TaskFailures, match=r"1 of 3 runs failed[\s\S]*--- broken run ---[\s\S]*bad learning rate"):
+        run_all(InProcessExecutor(), tasks)
+    assert (tmp_path / "a").read_text() == "a" and (tmp_path / "b").read_text() == "b"
+    assert os.environ.get("OMP_NUM_THREADS") == threads  # this process's thread settings are left alone
 
 
 def test_a_tasks_output_goes_to_its_log_and_its_tail_into_the_failure(tmp_path, capfd):
