@@ -176,3 +176,36 @@ def test_unknown_ticker_lists_what_exists(tmp_path, bars):
 def test_folder_without_csv_files(tmp_path):
     with pytest.raises(DataValidationError, match=r"no <TICKER>\.csv or <TICKER>\.csv\.gz files found"):
         load_csv_dir(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("close", "1e300", r"row 5, field 'close': price 1e\+300 is not plausible for a share"),
+        ("high", "2e6", r"row 5, field 'high': price 2e\+06 is not plausible"),
+        ("close", "11.5", r"row 5, field 'close': close \(11.5\) lies outside the day's range low 10.4 .. high 11.1"),
+        ("open", "9.0", r"row 5, field 'open': open \(9.0\) lies outside the day's range"),
+    ],
+)
+def test_implausible_prices_are_named(tmp_path, bars, field, value, message):
+    path = _write(tmp_path, _edit(bars, 3, field, value))
+    with pytest.raises(DataValidationError, match=message):
+        read_bars_file(path)
+
+
+def test_a_tenfold_one_day_move_warns_and_keeps_the_row(tmp_path, bars):
+    spiked = bars.copy()
+    spiked.loc[4, ["open", "high", "low", "close", "adj_close"]] = [1100.0, 1100.5, 1099.0, 1100.0, 990.0]
+    path = _write(tmp_path, bars_to_csv_text(spiked))
+    with pytest.warns(
+        DataQualityWarning, match=r"row 6, field 'close': close moves from 10.8 to 1100.0 in one session"
+    ):
+        read = read_bars_file(path)
+    assert read.loc["2020-01-08", "close"] == 1100.0
+
+
+def test_a_date_in_the_future_is_refused_before_any_calendar_is_filled(tmp_path, bars):
+    future = pd.concat([bars, bars.iloc[[-1]].assign(date=pd.Timestamp("2099-01-02"))], ignore_index=True)
+    path = _write(tmp_path, bars_to_csv_text(future))
+    with pytest.raises(DataValidationError, match=r"row 10, field 'date': 2099-01-02 is in the future"):
+        read_bars_file(path, on_gap="ffill")

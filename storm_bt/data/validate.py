@@ -90,6 +90,10 @@ def parse_bars(raw: pd.DataFrame, source: str, first_row: int = 2) -> pd.DataFra
     return out
 
 
+MAX_PRICE = 1e6  # above any listed share (BRK.A trades near 7e5): a larger price is a unit or parsing error
+SPIKE_RATIO = 10.0  # a close 10x above or below the previous one in one session is worth a warning
+
+
 def _check_values(bars: pd.DataFrame, source: str) -> None:
     rows = bars["row"].to_numpy()
     for field in PRICE_FIELDS:
@@ -97,6 +101,10 @@ def _check_values(bars: pd.DataFrame, source: str) -> None:
         bad = ~np.isfinite(values) | (values <= 0)
         if bad.any():
             raise _fail(source, rows[bad], field, f"price must be a positive finite number, got {values[bad][0]}")
+        huge = values >= MAX_PRICE
+        if huge.any():
+            what = f"price {values[huge][0]:g} is not plausible for a share (at least {MAX_PRICE:g}); check the units"
+            raise _fail(source, rows[huge], field, what)
     volume = bars["volume"].to_numpy()
     bad = ~np.isfinite(volume) | (volume < 0)
     if bad.any():
@@ -106,6 +114,23 @@ def _check_values(bars: pd.DataFrame, source: str) -> None:
         i = np.flatnonzero(inverted)[0]
         what = f"low ({bars['low'].iat[i]}) is above high ({bars['high'].iat[i]})"
         raise _fail(source, rows[inverted], "low", what)
+    for field in ("open", "close"):
+        low, high, values = (bars[c].to_numpy() for c in ("low", "high", field))
+        outside = (values > high * (1 + 1e-6)) | (values < low * (1 - 1e-6))
+        if outside.any():
+            i = np.flatnonzero(outside)[0]
+            what = f"{field} ({values[i]}) lies outside the day's range low {low[i]} .. high {high[i]}"
+            raise _fail(source, rows[outside], field, what)
+    jump = np.abs(np.diff(np.log(bars["close"].to_numpy()))) >= np.log(SPIKE_RATIO)
+    if jump.any():
+        i = np.flatnonzero(jump)[0] + 1
+        warnings.warn(
+            f"{_where(source, int(rows[i]), 'close')}: close moves from {bars['close'].iat[i - 1]} to "
+            f"{bars['close'].iat[i]} in one session ({jump.sum()} such move(s)); kept, but check for an "
+            "unadjusted split or a typo.",
+            DataQualityWarning,
+            stacklevel=3,
+        )
     zero = volume == 0
     if zero.any():
         days = ", ".join(str(d.date()) for d in bars.loc[zero, "date"].iloc[:3])
@@ -129,6 +154,9 @@ def _check_dates(bars: pd.DataFrame, source: str) -> None:
         i = np.flatnonzero(back)[0]
         what = f"{dates.iat[i].date()} comes after {dates.iat[i - 1].date()} (row {rows[i - 1]}); dates must ascend"
         raise _fail(source, rows[back], "date", what)
+    future = (dates > pd.Timestamp.today().normalize()).to_numpy()
+    if future.any():
+        raise _fail(source, rows[future], "date", f"{dates[future].iat[0].date()} is in the future")
     sessions = nyse_sessions(dates.iat[0], dates.iat[-1])
     off = ~dates.isin(sessions).to_numpy()
     if off.any():
