@@ -133,3 +133,17 @@ def test_out_of_range_counts_are_named_by_the_parser(argv, message, capsys):
     with pytest.raises(SystemExit) as done:
         build_parser().parse_args(argv)
     assert done.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["report", "{run}"], ["factors", "export", "--run", "{run}", "--out", "{out}"]])
+def test_a_damaged_tracking_database_is_named_and_left_as_it_is(tmp_path, command, caplog):
+    from storm_bt.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    damaged = bytes(range(256)) * 20
+    (run / "mlruns.db").write_bytes(damaged)
+    argv = [part.format(run=run, out=tmp_path / "factors.h5") for part in command]
+    assert main(argv) == 2
+    assert f"{run / 'mlruns.db'}: not a readable mlflow tracking database" in caplog.text
+    assert (run / "mlruns.db").read_bytes() == damaged and not (tmp_path / "factors.h5").exists()

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import os
 import pickle
+import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import mlflow
+import sqlalchemy
 from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 
 __all__ = ["QrunRun", "load_artifacts", "load_run"]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -51,9 +55,9 @@ def load_artifacts(
     db = Path(run_dir) / "mlruns.db"
     if not db.exists():
         raise FileNotFoundError(f"{db} not found: pass the folder qrun ran in (it holds mlruns.db).")
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{db.resolve()}")
+    client = _readable(db, lambda: mlflow.MlflowClient(tracking_uri=f"sqlite:///{db.resolve()}"))
     if run_id is None:
-        exp = client.get_experiment_by_name(experiment)
+        exp = _readable(db, lambda: client.get_experiment_by_name(experiment))
         if exp is None:
             raise LookupError(f"{db}: no experiment {experiment!r}.")
         finished = "attributes.status = 'FINISHED'"
@@ -71,6 +75,18 @@ def load_artifacts(
             with open(path, "rb") as fh:
                 objects[name] = pickle.load(fh)
     return run_id, objects
+
+
+def _readable(db: Path, read: Callable[[], T]) -> T:
+    """``read()`` of the tracking database ``db``; a damaged file is an error that names it, not a traceback."""
+    try:
+        return read()
+    except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error, mlflow.exceptions.MlflowException) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"{db}: not a readable mlflow tracking database ({first}). It may be truncated or overwritten; "
+            "it was left as it is: rerun the workflow in a fresh folder."
+        ) from None
 
 
 def load_run(run_dir: str | Path, run_id: str | None = None, experiment: str = "workflow") -> QrunRun:
