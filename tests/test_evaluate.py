@@ -14,6 +14,7 @@ import pytest
 from storm_bt.pipelines import eval_config
 from storm_bt.pipelines.eval_config import EvalConfig, model_workflow, run_folder
 from storm_bt.pipelines.evaluate import format_eval_tables
+from storm_bt.workflows.qrun import check_workflow_split
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -139,9 +140,9 @@ def test_leaky_or_impossible_data_segments_are_refused_before_any_run(tmp_path, 
         "test": ["2015-10-05", "2016-06-01"],
     }
     cfg = EvalConfig.from_dict(_raw(data={"provider_uri": str(tmp_path), "segments": good}), base=EXPERIMENTS)
-    model_workflow(cfg.models[0], 0, cfg.data, threads=1)  # the good split passes
+    check_workflow_split(model_workflow(cfg.models[0], 0, cfg.data, threads=1))  # the good split passes
     leaky = EvalConfig.from_dict(
         _raw(data={"provider_uri": str(tmp_path), "segments": good | segments}), base=EXPERIMENTS
     )
     with pytest.raises(ValueError, match=message):
-        model_workflow(leaky.models[0], 0, leaky.data, threads=1)
+        check_workflow_split(model_workflow(leaky.models[0], 0, leaky.data, threads=1))

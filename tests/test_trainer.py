@@ -82,7 +82,9 @@ def test_trainer_learns_the_planted_signal_and_not_shuffled_labels(planted):
     shuffled = labels.groupby(level="datetime").transform(lambda s: s.sample(frac=1, random_state=1).to_numpy())
     control_train, _ = datasets(features, shuffled)
     control, _ = Trainer(CFG, config).fit(control_train, valid)
-    assert abs(rank_ic_of(predict_windows(control, valid), valid)["RankIC"]) < 0.08
+    # judged on the true train labels: the control never saw them, and unlike valid they did not pick
+    # its epoch (the best of 5 epochs on valid is biased away from 0 by the selection itself)
+    assert abs(rank_ic_of(predict_windows(control, train), train)["RankIC"]) < 0.08
 
 
 def test_same_seed_same_predictions_other_seed_differs(planted):

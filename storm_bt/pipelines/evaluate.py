@@ -29,7 +29,7 @@ from storm_bt.pipelines.eval_config import EvalConfig, describe, described_lines
 from storm_bt.pipelines.tables import markdown_table, mean_std
 from storm_bt.pipelines.trading import TradeConfig, evaluate_agents, format_tables, train_agents
 from storm_bt.pipelines.walk_forward import run_walk_forward
-from storm_bt.workflows.qrun import latest_metrics, qrun_finished, qrun_wall, run_workflow
+from storm_bt.workflows.qrun import check_workflow_split, latest_metrics, qrun_finished, qrun_wall, run_workflow
 
 __all__ = ["format_eval_tables", "run_evaluation"]
 
@@ -80,6 +80,7 @@ def run_evaluation(
         for entry in entries:
             for seed in cfg.seeds:
                 config = model_workflow(entry, seed, cfg.data, threads)
+                check_workflow_split(config)  # before any run: a leaky split is refused, not measured
                 jobs.append(
                     (group, entry, seed, config, run_folder(out / "runs" / entry.slug, f"seed{seed}", config, threads))
                 )

@@ -44,6 +44,7 @@ from storm_bt.pipelines.tables import mean_std
 from storm_bt.workflows.prepared import handler_key, prepare_handler, with_prepared_handler
 from storm_bt.workflows.qrun import (
     best_valid_rank_ic,
+    check_workflow_split,
     handler_kwargs,
     latest_metrics,
     port_analysis_configs,
@@ -103,6 +104,7 @@ def _on_segments(config: dict[str, Any], segments: Segments) -> dict[str, Any]:
 def _fold_workflow(entry: ModelEntry, seed: int, cfg: EvalConfig, fold: Segments, threads: int) -> dict[str, Any]:
     """The model's workflow on ``fold``: handler and processors on the fold's dates, fold records only."""
     config = _on_segments(model_workflow(entry, seed, cfg.data, threads), fold)
+    check_workflow_split(config)
     config["task"]["record"] = [r for r in config["task"]["record"] if r["class"] in FOLD_RECORDS]
     return config
 

@@ -131,7 +131,6 @@ def retarget(
     for key, value in (("market", market), ("benchmark", benchmark)):
         if key in out:
             out[key] = value
-    check_workflow_split(out)
     return out
 
 
