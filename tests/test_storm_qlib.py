@@ -44,7 +44,12 @@ def provider(tmp_path_factory):
 def dataset(provider):
     path, seg = provider
     qlib_features(path, ["SYN000"], ["$close"])  # (re)initialise Qlib on this provider
-    handler = {
+    return DatasetH(_handler(seg, fit_end=seg.train[1]), segments=seg.to_config())
+
+
+def _handler(seg: Segments, fit_end: pd.Timestamp) -> dict:
+    """Alpha158 on the synthetic market over all segments, its processors fitted up to ``fit_end``."""
+    return {
         "class": "Alpha158US",
         "module_path": "storm_bt.handlers.alpha158_us",
         "kwargs": {
@@ -52,10 +57,9 @@ def dataset(provider):
             "start_time": seg.train[0],
             "end_time": seg.test[1],
             "fit_start_time": seg.train[0],
-            "fit_end_time": seg.train[1],
+            "fit_end_time": fit_end,
         },
     }
-    return DatasetH(handler, segments=seg.to_config())
 
 
 @pytest.fixture(scope="module")
@@ -145,16 +149,6 @@ def test_fit_refuses_a_split_whose_train_labels_read_valid_prices(dataset, provi
 
 def test_fit_refuses_processors_fitted_past_the_train_segment(provider):
     _, seg = provider
-    handler = {
-        "class": "Alpha158US",
-        "module_path": "storm_bt.handlers.alpha158_us",
-        "kwargs": {
-            "instruments": "synth",
-            "start_time": seg.train[0],
-            "end_time": seg.test[1],
-            "fit_start_time": seg.train[0],
-            "fit_end_time": seg.valid[1],
-        },
-    }
+    handler = _handler(seg, fit_end=seg.valid[1])
     with pytest.raises(ValueError, match=r"RobustZScoreNorm is fitted up to fit_end_time .* after the train segment"):
         StormModel(**TRAINING).fit(DatasetH(handler, segments=seg.to_config()))
