@@ -54,7 +54,14 @@ def test_bad_config_names_what_is_wrong(tmp_path, raw, message):
 
 def test_seed_and_overrides_reach_the_model_and_key_the_run_folder(tmp_path):
     cfg = EvalConfig.from_dict(
-        _raw(models={"STORM (small)": {"workflow": "workflow_storm_small_dj30.yaml", "kwargs": {"epochs": 2}}}),
+        _raw(
+            models={
+                "STORM (small)": {
+                    "workflow": "workflow_storm_small_dj30.yaml",
+                    "kwargs": {"epochs": 2, "model_config": {"dropout": 0.1}},
+                }
+            }
+        ),
         base=EXPERIMENTS,
     )
     (entry,) = cfg.models
@@ -65,6 +72,8 @@ def test_seed_and_overrides_reach_the_model_and_key_the_run_folder(tmp_path):
     )
     one, two = model_workflow(entry, 1, data, threads=1), model_workflow(entry, 2, data, threads=1)
     assert one["task"]["model"]["kwargs"]["seed"] == 1 and one["task"]["model"]["kwargs"]["epochs"] == 2
+    # a nested override changes its own key and keeps the workflow's others (w_recon 0.1)
+    assert one["task"]["model"]["kwargs"]["model_config"] == {"w_recon": 0.1, "dropout": 0.1}
     assert one["qlib_init"]["provider_uri"] == str(tmp_path.resolve())
     assert one["task"]["dataset"]["kwargs"]["segments"]["train"][0] == "2015-01-05"
     first = run_folder(tmp_path, "seed1", one, threads=1)

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from qlib.utils.data import update_config
+
 from storm_bt.data.provider import read_calendar
 from storm_bt.handlers.alpha158_us import LABELS, label_horizon
 from storm_bt.io import check_keys, config_from_yaml, package_versions
@@ -197,16 +199,18 @@ def workflow_on_data(config: dict[str, Any], data: dict[str, Any]) -> dict[str, 
 def model_workflow(entry: ModelEntry, seed: int, data: dict[str, Any], threads: int) -> dict[str, Any]:
     """The workflow of ``entry`` on the evaluation's data, with its overrides, ``seed`` and thread count.
 
-    A model argument named ``num_threads`` (LightGBM's) is set to ``threads``; torch and numpy
-    read theirs from the worker's environment.
+    Overrides merge into the workflow's kwargs key by key, nested dicts included (as qrun merges
+    ``BASE_CONFIG_PATH``): overriding one ``model_config`` entry keeps the workflow's others. A
+    model argument named ``num_threads`` (LightGBM's) is set to ``threads``; torch and numpy read
+    theirs from the worker's environment.
     """
     config = workflow_on_data(load_workflow(entry.workflow), data)
     try:
         provider_path(config)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{entry.name}: {e} Or set data.provider_uri.") from e
-    kwargs = config["task"]["model"]["kwargs"]
-    kwargs.update(entry.kwargs)
+    kwargs = update_config(config["task"]["model"]["kwargs"], entry.kwargs)
+    config["task"]["model"]["kwargs"] = kwargs
     kwargs["seed"] = seed
     if "num_threads" in kwargs:
         kwargs["num_threads"] = threads
