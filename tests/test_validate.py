@@ -146,6 +146,19 @@ def test_empty_and_unreadable_files(tmp_path, bars):
         read_bars_file(_write(tmp_path, "", "EMPTY.csv"))
 
 
+@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
+def test_a_damaged_gzip_file_is_named(tmp_path, bars, damage):
+    packed = gzip.compress(bars_to_csv_text(bars).encode())
+    if damage == "truncated":
+        packed = packed[: len(packed) // 2]
+    else:  # the gzip header survives, the deflate stream does not
+        packed = packed[:10] + bytes(255 - b for b in packed[10:])
+    path = tmp_path / "ABC.csv.gz"
+    path.write_bytes(packed)
+    with pytest.raises(DataValidationError, match=r"ABC\.csv\.gz: (a damaged gzip file|not a readable CSV file)"):
+        read_bars_file(path)
+
+
 def test_yahoo_header_and_gzip(tmp_path, bars):
     yahoo = bars.rename(
         columns={

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -56,6 +57,8 @@ def read_bars_file(path: str | Path, min_history: int = 1, on_gap: GapPolicy = "
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
         raise DataValidationError(f"{path.name}: not a readable CSV file ({e}).") from e
+    except (EOFError, zlib.error) as e:  # a truncated or damaged .csv.gz
+        raise DataValidationError(f"{path.name}: a damaged gzip file ({e}); download it again.") from e
     bars = check_bars(parse_bars(raw, path.name), path.name, min_history=min_history)
     return align_to_calendar(bars, path.name, on_gap=on_gap).drop(columns="row")
 
