@@ -14,6 +14,7 @@ from rich.logging import RichHandler
 
 from storm_bt.data.schema import DataValidationError, DownloadError
 from storm_bt.io import LockedError
+from storm_bt.workflows.failure import QrunError
 
 if TYPE_CHECKING:
     from storm_bt.parallel import Executor
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 __all__ = ["build_parser", "main"]
 
 log = logging.getLogger("storm_bt")
+
+# Errors a user can act on: one line naming what is wrong, exit code 2; anything else is a bug.
+USER_ERRORS = (DataValidationError, DownloadError, FileNotFoundError, LockedError, LookupError, QrunError, ValueError)
 
 KEY_METRICS = (
     "IC",
@@ -324,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", handlers=[handler])
     try:
         args.func(args)
-    except (DataValidationError, DownloadError, FileNotFoundError, LockedError, LookupError, ValueError) as e:
+    except USER_ERRORS as e:
         log.error("%s", e)
         return 2
     return 0

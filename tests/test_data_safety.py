@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 from conftest import folder_digest
@@ -15,6 +18,7 @@ from storm_bt.data.provider import check_provider, write_provider
 from storm_bt.data.schema import DataValidationError
 from storm_bt.data.synthetic import SyntheticMarketConfig, write_market_csvs
 from storm_bt.io import LockedError, exclusive
+from storm_bt.workflows.runs import load_artifacts, tracking_uri
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -157,3 +161,38 @@ def test_hidden_csv_files_are_skipped_with_a_warning(csv_dir, tmp_path):
     done = _cli("data", "ingest", "--csv-dir", str(csv_dir), "--qlib-dir", str(tmp_path / "q"))
     assert done.returncode == 0 and "skipped '..csv'" in done.stderr
     assert "4 instruments" in done.stderr
+
+
+def test_a_quickstart_folder_in_use_refuses_a_second_quickstart(tmp_path):
+    run = tmp_path / "run"
+    with exclusive(run, "quickstart run folder"):
+        done = _cli("quickstart", "--run-dir", str(run))
+    assert done.returncode == 2 and "quickstart run folder" in done.stderr and "Traceback" not in done.stderr
+    assert not run.exists()
+
+
+def test_a_copied_run_folder_records_and_reads_only_inside_itself(tmp_path, monkeypatch):
+    """mlflow stores absolute artifact paths: a copy must not write into, or read from, its original."""
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    original.mkdir()
+    monkeypatch.chdir(original)  # mlflow puts a new experiment's artifacts under ./mlruns
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri(original))
+    experiment = client.create_experiment("workflow")
+    (tmp_path / "config").write_bytes(pickle.dumps({"run": "first"}))
+    first = client.create_run(experiment).info.run_id
+    client.log_artifact(first, str(tmp_path / "config"))
+    client.set_terminated(first)
+    shutil.copytree(original, copy)
+    before = folder_digest(original)
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri(copy))
+    second = client.create_run(experiment).info.run_id
+    (tmp_path / "config").write_bytes(pickle.dumps({"run": "second"}))
+    client.log_artifact(second, str(tmp_path / "config"))
+    client.set_terminated(second)
+    assert folder_digest(original) == before
+    assert (copy / "mlruns" / experiment / second / "artifacts" / "config").is_file()
+
+    shutil.rmtree(original)  # the copy stands on its own
+    assert load_artifacts(copy, ("config",), run_id=first)[1]["config"] == {"run": "first"}
+    assert load_artifacts(copy, ("config",))[1]["config"] == {"run": "second"}

@@ -10,6 +10,7 @@ import torch
 from test_trainer import CFG, WINDOW, planted_frame
 
 from storm_bt.factors.store import FactorStore, FactorStoreError, write_factor_store
+from storm_bt.io import LockedError, exclusive
 from storm_bt.model.storm import Storm
 from storm_bt.model.windows import Panel, WindowDataset
 
@@ -74,7 +75,15 @@ def test_interrupted_export_leaves_the_previous_store_intact(model, panel, tmp_p
     with pytest.raises(KeyboardInterrupt):
         write_factor_store(model, _all_windows(panel), path, {"new": 1}, 16)
     assert path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["f.h5"]  # no temporary file left behind
+    assert [p.name for p in tmp_path.iterdir() if p.suffix != ".lock"] == ["f.h5"]  # no temporary file left behind
+
+
+def test_a_store_being_written_refuses_a_second_writer(model, panel, tmp_path):
+    path = write_factor_store(model, _all_windows(panel), tmp_path / "f.h5", {}, 16)
+    before = path.read_bytes()
+    with exclusive(path, "factor store"), pytest.raises(LockedError, match=r"factor store .*f\.h5"):
+        write_factor_store(model, _all_windows(panel), path, {"new": 1}, 16)
+    assert path.read_bytes() == before
 
 
 def test_rows_up_to_t_do_not_change_when_later_data_changes(model, panel, tmp_path):

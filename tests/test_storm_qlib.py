@@ -127,7 +127,7 @@ def test_storm_workflow_runs_under_qrun_with_paper_metrics(provider, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
 
-    metrics = latest_metrics(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    metrics = latest_metrics(tmp_path)
     for key in ("Rank IC", "Rank ICIR", "paper.APY", "paper.CW", "paper.MDD", "paper.market.APY", "train.loss"):
         assert key in metrics, key
     assert 0.5 < metrics["paper.CW"] < 2.0 and 0 <= metrics["paper.MDD"] < 1

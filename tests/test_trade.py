@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import folder_digest
 from report_checks import check_report
 from ruamel.yaml import YAML
 from test_trainer import CFG, STOCKS, WINDOW
@@ -23,6 +24,7 @@ from storm_bt.agents.states import FeatureScaler, StockMarket, factor_states, lo
 from storm_bt.cli import main
 from storm_bt.data.synthetic import SyntheticMarketConfig, write_market_csvs
 from storm_bt.factors.store import FactorStore, write_factor_store
+from storm_bt.io import exclusive
 from storm_bt.model.storm import Storm
 from storm_bt.model.windows import Panel, WindowDataset
 from storm_bt.pipelines.trading import TradeConfig
@@ -154,6 +156,13 @@ def test_bad_configs_and_damaged_agents_get_clear_errors(setup, tmp_path) -> Non
         load_policy(AgentSpec(**PPO_TINY), damaged)
     assert load_policy(BUY_AND_HOLD, None)(np.zeros(3)) == 2
     assert main(["trade", "eval", "--out", str(tmp_path / "nothing")]) == 2
+
+
+def test_a_trading_run_in_use_refuses_a_second_run(setup) -> None:
+    before = folder_digest(setup["run"])
+    with exclusive(setup["run"], "trading run folder"):
+        assert main(["trade", "run", "--config", str(setup["config"]), "--out", str(setup["run"])]) == 2
+    assert folder_digest(setup["run"]) == before
 
 
 def test_policy_replay_script_shows_both_engines(setup) -> None:

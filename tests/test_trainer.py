@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+from storm_bt.io import LockedError, exclusive
 from storm_bt.model import trainer as trainer_module
 from storm_bt.model.config import StormConfig
 from storm_bt.model.trainer import CheckpointError, TrainConfig, Trainer, predict_windows, rank_ic_of
@@ -209,6 +210,35 @@ def test_corrupt_checkpoint_is_a_clear_error_and_stays_in_place(planted, tmp_pat
     with pytest.raises(CheckpointError, match=str(last)):
         Trainer(CFG, FAST, tmp_path).fit(train, valid)
     assert last.read_bytes() == b"not a checkpoint"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "stale"])
+def test_a_damaged_best_checkpoint_is_named_on_resume_and_stays_in_place(planted, tmp_path, damage):
+    train, valid = planted
+    Trainer(CFG, FAST, tmp_path).fit(train, valid)
+    best = tmp_path / "best.pt"
+    if damage == "truncated":
+        best.write_bytes(best.read_bytes()[:1000])
+    else:  # readable, but another epoch's weights
+        payload = torch.load(best, weights_only=True)
+        payload["model"] = {k: v + 1 if v.is_floating_point() else v for k, v in payload["model"].items()}
+        torch.save(payload, best)
+    before = best.read_bytes()
+    with pytest.raises(CheckpointError, match=str(best)):
+        Trainer(CFG, FAST, tmp_path).fit(train, valid)
+    assert best.read_bytes() == before
+    best.unlink()  # what the message advises: the resume writes it again from last.pt
+    Trainer(CFG, FAST, tmp_path).fit(train, valid)
+    assert best.is_file()
+    Trainer(CFG, FAST, tmp_path).fit(train, valid)  # and it passes the check the next time
+
+
+def test_a_run_folder_in_training_refuses_a_second_trainer(planted, tmp_path):
+    train, valid = planted
+    with exclusive(tmp_path / "run", "training checkpoint folder"):
+        with pytest.raises(LockedError, match="being written by another process"):
+            Trainer(CFG, FAST, tmp_path / "run").fit(train, valid)
+    assert not (tmp_path / "run").exists()
 
 
 def test_resuming_with_another_configuration_is_refused(planted, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import qlib
+from conftest import folder_digest
 from qlib.data.dataset.handler import DataHandlerLP
 from qlib.utils import init_instance_by_config
 from report_checks import check_report
@@ -148,6 +150,20 @@ def test_quickstart_reuses_valid_stages(quickstart_run):
     assert "resuming from" in (quickstart_run / "qrun.log").read_text()  # training is not redone
 
 
+def test_a_damaged_checkpoint_in_a_copied_run_is_one_line_and_both_folders_stay(quickstart_run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(quickstart_run, copy)
+    (last,) = (copy / "checkpoints").glob("*/last.pt")
+    last.write_bytes(last.read_bytes()[:5000])
+    damaged, original = last.read_bytes(), folder_digest(quickstart_run)
+    cmd = [sys.executable, "-m", "storm_bt.cli", "quickstart", "--run-dir", str(copy), "--stocks", "30"]
+    done = subprocess.run([*cmd, "--days", "750", "--agent-steps", "4000"], capture_output=True, text=True, check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    (message,) = [line for line in done.stderr.splitlines() if "qrun failed" in line]
+    assert f"CheckpointError: {last}: cannot read this checkpoint" in message and "qrun.log" in message
+    assert last.read_bytes() == damaged and folder_digest(quickstart_run) == original
+
+
 def test_learning_model_beats_shuffled_label_control(quickstart_run):
     """LightGBM (the baseline workflow's settings) on the quickstart's data: trained on labels shuffled
     within each day it finds no signal."""
@@ -196,7 +212,7 @@ def test_lgbm_workflow_on_dj30(shared_data, tmp_path):
     config["qlib_init"]["provider_uri"] = str(tmp_path / "qlib")
     path = write_workflow(config, tmp_path / "workflow.yaml")
     run_qrun(path, cwd=tmp_path, log_path=tmp_path / "qrun.log")
-    metrics = latest_metrics(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    metrics = latest_metrics(tmp_path)
     assert -0.05 < metrics["Rank IC"] < 0.1  # US large caps: RankIC is small (FactorVQVAE reports ~0.01 on S&P500)
     assert np.isfinite(metrics["1day.excess_return_with_cost.annualized_return"])
     log = (tmp_path / "qrun.log").read_text()

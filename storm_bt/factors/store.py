@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from storm_bt.io import atomic_path
+from storm_bt.io import atomic_path, exclusive
 from storm_bt.model.windows import WindowDataset
 
 __all__ = ["EMBEDDINGS", "FactorStore", "FactorStoreError", "write_factor_store"]
@@ -69,12 +69,12 @@ def write_factor_store(
     batch_size: int = 64,
     chunk_days: int = 64,
 ) -> Path:
-    """Embed every window of ``data`` with ``model`` and write the store at ``out`` atomically."""
+    """Embed every window of ``data`` with ``model`` and write the store at ``out`` atomically, under its lock."""
     if len(data) == 0:
         raise FactorStoreError("Nothing to export: the date range has no windows.")
     out = Path(out)
     panel, n_dates = data.panel, len(data)
-    with atomic_path(out) as tmp:
+    with exclusive(out, "factor store"), atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as h5:
             h5.create_dataset("dates", data=np.array([f"{d:%Y-%m-%d}" for d in panel.dates[data.ends]], dtype="S10"))
             h5.create_dataset("instruments", data=np.array(list(panel.instruments), dtype="S"))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from storm_bt.io import atomic_path, atomic_write_text
+from storm_bt.io import atomic_path, atomic_write_text, exclusive
 from storm_bt.metrics import rank_ic_summary
 from storm_bt.model.config import StormConfig
 from storm_bt.model.quantizer import VectorQuantizer
@@ -177,7 +177,15 @@ class Trainer:
 
     @deterministic_kernels()
     def fit(self, train: WindowDataset, valid: WindowDataset, resume: bool = True) -> tuple[nn.Module, TrainResult]:
-        """Train from scratch, or from ``run_dir/last.pt`` when ``resume`` and it exists (deterministic kernels)."""
+        """Train from scratch, or from ``run_dir/last.pt`` when ``resume`` and it exists (deterministic kernels).
+
+        The main process holds ``run_dir``'s lock throughout: a second training into the same folder fails at once.
+        """
+        writes = self.run_dir is not None and self.accelerator.is_main_process
+        with exclusive(self.run_dir, "training checkpoint folder") if writes else nullcontext():
+            return self._fit(train, valid, resume)
+
+    def _fit(self, train: WindowDataset, valid: WindowDataset, resume: bool) -> tuple[nn.Module, TrainResult]:
         if len(train) == 0:
             raise ValueError("No training windows: the train segment has no dates with labels.")
         if len(valid) == 0:
@@ -297,8 +305,7 @@ class Trainer:
         }
         with atomic_path(self.run_dir / "last.pt") as tmp:
             torch.save(payload, tmp)
-        with atomic_path(self.run_dir / "best.pt") as tmp:
-            torch.save({"config": asdict(self.model_cfg), "model": state["best"], "epoch": state["best_epoch"]}, tmp)
+        self._write_best(state)
         atomic_write_text(self.run_dir / "code_usage.json", json.dumps(state["usage"]))
         atomic_write_text(self.run_dir / "history.json", json.dumps(state["history"], indent=1))
         acc.wait_for_everyone()
@@ -322,7 +329,31 @@ class Trainer:
         state = {k: payload[k] for k in ("epoch", "best_score", "best_epoch", "stale", "best")}
         state["history"] = json.loads(payload["history"])
         state["usage"] = json.loads(payload["usage"])
+        self._check_best(state)
         return state
+
+    def _write_best(self, state: dict[str, Any]) -> None:
+        with atomic_path(self.run_dir / "best.pt") as tmp:
+            torch.save({"config": asdict(self.model_cfg), "model": state["best"], "epoch": state["best_epoch"]}, tmp)
+
+    def _check_best(self, state: dict[str, Any]) -> None:
+        """``best.pt`` must hold the best epoch that ``last.pt`` records: a damaged or stale one is named
+        now, not when someone loads it; a missing one is written again from ``last.pt``."""
+        path = self.run_dir / "best.pt"
+        if state["best"] is None:
+            return
+        if not path.exists():
+            if self.accelerator.is_main_process:
+                self._write_best(state)
+            return
+        best = load_checkpoint(path)
+        weights = best.get("model") or {}
+        same = best.get("epoch") == state["best_epoch"] and weights.keys() == state["best"].keys()
+        if not (same and all(torch.equal(weights[k], v) for k, v in state["best"].items())):
+            raise CheckpointError(
+                f"{path}: does not hold the best epoch ({state['best_epoch']}) that last.pt records. last.pt "
+                "has those weights: move best.pt away and rerun to have it written again."
+            )
 
 
 def permute_stocks(x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:

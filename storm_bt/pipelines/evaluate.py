@@ -93,7 +93,7 @@ def run_evaluation(
     rows, runs = [], {}
     for group, entry, seed, _, run_dir in jobs:
         runs[entry.name, seed] = run_dir
-        metrics = latest_metrics(f"sqlite:///{(run_dir / 'mlruns.db').resolve()}")
+        metrics = latest_metrics(run_dir)
         row = {"group": group, "model": entry.name, "seed": seed, "run": str(run_dir), "wall_s": qrun_wall(run_dir)}
         rows.append(row | metrics.to_dict())
     results = pd.DataFrame(rows)

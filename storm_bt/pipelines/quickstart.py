@@ -25,7 +25,7 @@ from storm_bt.data.provider import benchmark_name, read_calendar, write_provider
 from storm_bt.data.synthetic import SyntheticMarketConfig, write_market_csvs
 from storm_bt.env.trading_env import EnvConfig
 from storm_bt.handlers.alpha158_us import label_horizon
-from storm_bt.io import atomic_write_text
+from storm_bt.io import atomic_write_text, exclusive
 from storm_bt.pipelines.report import write_report
 from storm_bt.pipelines.trading import TradeConfig, evaluate_agents, format_tables, train_agents
 from storm_bt.workflows.qrun import latest_metrics, load_workflow, retarget, run_qrun, write_workflow
@@ -123,7 +123,7 @@ def _workflow_stage(cfg: QuickstartConfig, qlib_dir: Path, data_fingerprint: str
         *(f"{d:%Y-%m-%d}" for _, pair in segments.items() for d in pair),
     )
     run_qrun(path, cwd=cfg.run_dir, log_path=cfg.run_dir / "qrun.log", progress=lambda line: log.info("  %s", line))
-    return latest_metrics(f"sqlite:///{(cfg.run_dir / 'mlruns.db').resolve()}")
+    return latest_metrics(cfg.run_dir)
 
 
 def _factor_stage(cfg: QuickstartConfig, source_digest: str) -> Path:
@@ -169,6 +169,11 @@ def run_quickstart(cfg: QuickstartConfig) -> pd.Series:
         raise FileNotFoundError(
             f"Workflow {cfg.workflow} not found; run from a clone of the repository or pass --workflow."
         )
+    with exclusive(cfg.run_dir, "quickstart run folder"):
+        return _run_stages(cfg)
+
+
+def _run_stages(cfg: QuickstartConfig) -> pd.Series:
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     csv_dir = _market_stage(cfg)
     qlib_dir, fingerprint = _provider_stage(cfg, csv_dir)

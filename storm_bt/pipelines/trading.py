@@ -25,7 +25,7 @@ from storm_bt.bridge import Replay, replay
 from storm_bt.env.rollout import Episode
 from storm_bt.env.trading_env import EnvConfig
 from storm_bt.factors.store import FactorStore
-from storm_bt.io import atomic_write_text, check_keys, config_from_yaml, package_versions
+from storm_bt.io import atomic_write_text, check_keys, config_from_yaml, exclusive, package_versions
 from storm_bt.metrics import PORTFOLIO_METRICS
 from storm_bt.parallel import Executor, InProcessExecutor, Task, run_all
 from storm_bt.pipelines.tables import markdown_table
@@ -190,6 +190,11 @@ def train_agents(cfg: TradeConfig, out: str | Path, executor: Executor | None = 
     each limited to ``threads``; every agent is reported by name if it fails, after the others end.
     """
     out = Path(out)
+    with exclusive(out, "trading run folder"):
+        _train_agents(cfg, out, executor, threads)
+
+
+def _train_agents(cfg: TradeConfig, out: Path, executor: Executor | None, threads: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     store_path, segments = _factor_store(cfg, out)
     manifest = {
@@ -249,6 +254,11 @@ def evaluate_agents(out: str | Path) -> pd.DataFrame:
     run under ``values/`` and ``tables.md``; returns the results.
     """
     out = Path(out)
+    with exclusive(out, "trading run folder"):
+        return _evaluate_agents(out)
+
+
+def _evaluate_agents(out: Path) -> pd.DataFrame:
     cfg, manifest = _load(out)
     segments = Segments.from_config(manifest["segments"])
     states = {a.state for a in [BUY_AND_HOLD, *cfg.agents]}

@@ -236,7 +236,7 @@ def _results(cfg: EvalConfig, spans: list[Span]) -> tuple[pd.DataFrame, dict[tup
     rows = []
     for s in spans:
         baseline = None if s.entry.name == cfg.baseline_name else series.get((cfg.baseline_name, s.seed))
-        metrics = latest_metrics(f"sqlite:///{(s.span_dir / 'mlruns.db').resolve()}")
+        metrics = latest_metrics(s.span_dir)
         rows.append(
             {"group": s.group, "model": s.entry.name, "seed": str(s.seed), "span": str(s.span_dir)}
             | {"folds": len({r.fold for r in s.runs}), "compute_s": sum(qrun_wall(r.run_dir) for r in s.runs)}

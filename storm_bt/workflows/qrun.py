@@ -30,6 +30,8 @@ from storm_bt.data.calendar import nyse_sessions
 from storm_bt.data.provider import read_calendar
 from storm_bt.handlers.alpha158_us import label_horizon
 from storm_bt.io import atomic_write_text, exclusive, read_yaml
+from storm_bt.workflows.failure import QrunError, final_error
+from storm_bt.workflows.runs import tracking_uri
 from storm_bt.workflows.segments import Segments
 
 __all__ = [
@@ -159,6 +161,7 @@ def run_qrun(
     Each finished training epoch (the trainer's ``epoch N: ...`` line) is passed to ``progress``,
     so a long qrun is not silent. Progress bars in the log refresh every few seconds only.
     """
+    tracking_uri(cwd)  # a copied run folder records its artifacts in itself, not in the original
     cmd = [sys.executable, "-m", "qlib.cli.run", str(Path(workflow_path).resolve())]
     env = os.environ | {"TQDM_MININTERVAL": "5"}
     with (
@@ -171,10 +174,7 @@ def run_qrun(
             if progress is not None and EPOCH_LINE.match(shown):
                 progress(shown)
     if proc.returncode != 0:
-        tail = Path(log_path).read_text(errors="replace").splitlines()[-25:]
-        raise RuntimeError(
-            f"qrun failed with exit code {proc.returncode}; last lines of {log_path}:\n" + "\n".join(tail)
-        )
+        raise QrunError(f"qrun failed (exit code {proc.returncode}): {final_error(log_path)} Full log: {log_path}")
 
 
 def qrun_finished(run_dir: str | Path) -> bool:
@@ -232,13 +232,14 @@ def run_workflow(config: dict[str, Any], run_dir: str | Path) -> float:
         return run_qrun_once(run_dir / "workflow.yaml", run_dir)
 
 
-def latest_metrics(tracking_uri: str, experiment: str = "workflow") -> pd.Series:
-    """Metrics logged by the latest run of ``experiment`` (IC, Rank IC, portfolio analysis...)."""
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+def latest_metrics(run_dir: str | Path, experiment: str = "workflow") -> pd.Series:
+    """Metrics logged by the latest run of ``experiment`` in ``run_dir`` (IC, Rank IC, portfolio analysis...)."""
+    uri = tracking_uri(run_dir)
+    client = mlflow.MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        raise LookupError(f"No experiment {experiment!r} in {tracking_uri}.")
+        raise LookupError(f"No experiment {experiment!r} in {uri}.")
     runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
-        raise LookupError(f"Experiment {experiment!r} in {tracking_uri} has no runs.")
+        raise LookupError(f"Experiment {experiment!r} in {uri} has no runs.")
     return pd.Series(runs[0].data.metrics, dtype=float).sort_index()

@@ -2,17 +2,23 @@
 
 A run folder is where ``qrun`` ran (the quickstart's run folder, for example): it holds
 ``mlruns.db`` and the artifacts. Qlib saves the workflow as ``config`` and the fitted model as
-``params.pkl``; both are read with mlflow's client, so the run stays untouched.
+``params.pkl``; both are read with mlflow's client.
+
+mlflow records absolute artifact paths. A copied or moved run folder would still point at the
+folder it came from: a new run there would write its artifacts into the original, and reads would
+need the original to exist. :func:`tracking_uri` points them at the folder itself first, so run
+folders can be copied and moved safely; nothing else in the database changes.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import re
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,9 +27,17 @@ import mlflow
 import sqlalchemy
 from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 
-__all__ = ["QrunRun", "load_artifacts", "load_run"]
+__all__ = ["QrunRun", "load_artifacts", "load_run", "tracking_uri"]
 
 T = TypeVar("T")
+
+# Every column in which mlflow's SQL store keeps an absolute artifact path (the table may be absent).
+ARTIFACT_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+)
+MLRUNS_ROOT = re.compile(r"^(.*/mlruns)/[^/]+$")  # <root>/mlruns/<experiment id>
 
 
 @dataclass
@@ -48,6 +62,32 @@ def _quiet_downloads() -> Iterator[None]:
             os.environ[variable] = before
 
 
+def tracking_uri(run_dir: str | Path) -> str:
+    """The mlflow URI of ``run_dir/mlruns.db``, its artifact paths first pointed at ``run_dir/mlruns``
+    if the folder was copied or moved (one SQLite transaction: all paths move or none)."""
+    db = Path(run_dir).resolve() / "mlruns.db"
+    if db.is_file():
+        _readable(db, lambda: _relocate(db))
+    return f"sqlite:///{db}"
+
+
+def _relocate(db: Path) -> None:
+    here = str(db.parent / "mlruns")
+    with closing(sqlite3.connect(db)) as con, con:
+        tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        locations = [loc for (loc,) in con.execute("SELECT artifact_location FROM experiments") if loc]
+        roots = {m.group(1) for m in map(MLRUNS_ROOT.match, locations) if m}
+        for old in roots:
+            if old.removeprefix("file://") == here:
+                continue
+            for table, column in ARTIFACT_COLUMNS:
+                if table in tables:
+                    con.execute(
+                        f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE substr({column}, 1, ?) = ?",
+                        (here, len(old) + 1, len(old), old),
+                    )
+
+
 def load_artifacts(
     run_dir: str | Path, names: tuple[str, ...], run_id: str | None = None, experiment: str = "workflow"
 ) -> tuple[str, dict[str, Any]]:
@@ -55,7 +95,8 @@ def load_artifacts(
     db = Path(run_dir) / "mlruns.db"
     if not db.exists():
         raise FileNotFoundError(f"{db} not found: pass the folder qrun ran in (it holds mlruns.db).")
-    client = _readable(db, lambda: mlflow.MlflowClient(tracking_uri=f"sqlite:///{db.resolve()}"))
+    uri = tracking_uri(run_dir)
+    client = _readable(db, lambda: mlflow.MlflowClient(tracking_uri=uri))
     if run_id is None:
         exp = _readable(db, lambda: client.get_experiment_by_name(experiment))
         if exp is None:
