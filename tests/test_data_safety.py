@@ -6,13 +6,17 @@ import pickle
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
 from conftest import folder_digest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from storm_bt.cli import main
 from storm_bt.data.csv_source import load_csv_dir
 from storm_bt.data.provider import check_provider, write_provider
 from storm_bt.data.schema import DataValidationError
@@ -196,3 +200,80 @@ def test_a_copied_run_folder_records_and_reads_only_inside_itself(tmp_path, monk
     shutil.rmtree(original)  # the copy stands on its own
     assert load_artifacts(copy, ("config",), run_id=first)[1]["config"] == {"run": "first"}
     assert load_artifacts(copy, ("config",))[1]["config"] == {"run": "second"}
+
+
+# Edits that make a CSV file invalid, each applied to one row (or the whole file) of one ticker.
+PRICE_FIELDS = ("open", "high", "low", "close", "adj_close")
+BAD_PRICES = ("", "abc", "-5", "0", "nan", "inf", "1e300", "12,5")
+BAD_VOLUMES = ("", "abc", "-5", "nan")
+BAD_DATES = ("", "2015-13-01", "yesterday", "2015-02-30", "2099-01-02")
+MALFORMATIONS = ("price", "volume", "date", "duplicate", "swap", "drop_column", "header_only", "binary")
+
+
+def _malform(path: Path, how: str, row: int, value: str, field: str) -> None:
+    header, *rows = path.read_text().splitlines()
+    columns = header.split(",")
+    row %= len(rows)
+    cells = rows[row].split(",")
+    if how in ("price", "volume", "date"):
+        cells[columns.index(field)] = value
+        rows[row] = ",".join(cells)
+    elif how == "duplicate":
+        rows.insert(row, rows[row])
+    elif how == "swap":  # two sessions out of order
+        other = (row + 1) % len(rows)
+        rows[row], rows[other] = rows[other], rows[row]
+    elif how == "drop_column":
+        keep = [i for i, c in enumerate(columns) if c != field]
+        header, rows = ",".join(columns[i] for i in keep), [",".join(r.split(",")[i] for i in keep) for r in rows]
+    elif how == "header_only":
+        rows = []
+    elif how == "binary":
+        path.write_bytes(bytes(range(256)) * 4)
+        return
+    path.write_text("\n".join([header, *rows]) + "\n")
+
+
+@st.composite
+def malformations(draw):
+    how = draw(
+        st.sampled_from(["price", "volume", "date", "duplicate", "swap", "drop_column", "header_only", "binary"])
+    )
+    field, value = "", ""
+    if how == "price":
+        field, value = draw(st.sampled_from(PRICE_FIELDS)), draw(st.sampled_from(BAD_PRICES))
+    elif how == "volume":
+        field, value = "volume", draw(st.sampled_from(BAD_VOLUMES))
+    elif how == "date":
+        field, value = "date", draw(st.sampled_from(BAD_DATES))
+    elif how == "drop_column":
+        field = draw(st.sampled_from(("date", *PRICE_FIELDS, "volume")))
+    return how, draw(st.integers(0, 10_000)), value, field, draw(st.integers(0, 3))
+
+
+@pytest.fixture(scope="module")
+def provider_and_csvs(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("fuzz")
+    write_market_csvs(SyntheticMarketConfig(n_stocks=4, n_days=90, seed=3, n_sectors=2), root / "csv")
+    write_provider(load_csv_dir(root / "csv"), root / "provider", "toy")
+    return root / "provider", root / "csv"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=malformations())
+def test_malformed_csv_folders_are_named_refused_and_change_nothing(provider_and_csvs, caplog, case):
+    """Any malformed file in the folder: exit code 2, one message naming the file, provider unchanged."""
+    provider, clean = provider_and_csvs
+    how, row, value, field, stock = case
+    before = folder_digest(provider)
+    with tempfile.TemporaryDirectory() as tmp:
+        csv_dir = Path(tmp) / "csv"
+        shutil.copytree(clean, csv_dir)
+        bad = csv_dir / f"SYN{stock:03d}.csv"
+        _malform(bad, how, row, value, field)
+        caplog.clear()
+        code = main(["data", "ingest", "--csv-dir", str(csv_dir), "--qlib-dir", str(provider), "--universe", "toy"])
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert code == 2, (case, errors)
+    assert len(errors) == 1 and bad.name in errors[0], (case, errors)
+    assert folder_digest(provider) == before
