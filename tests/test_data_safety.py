@@ -167,6 +167,13 @@ def test_hidden_csv_files_are_skipped_with_a_warning(csv_dir, tmp_path):
     assert "4 instruments" in done.stderr
 
 
+def test_a_broken_workflow_stops_the_quickstart_before_any_stage(tmp_path):
+    (tmp_path / "bad.yaml").write_text("seeds: [0]\nseeds: [1]\n")
+    done = _cli("quickstart", "--run-dir", str(tmp_path / "run"), "--workflow", str(tmp_path / "bad.yaml"))
+    assert done.returncode == 2 and "bad.yaml is not valid YAML" in done.stderr and "duplicate key" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
+
+
 def test_a_quickstart_folder_in_use_refuses_a_second_quickstart(tmp_path):
     run = tmp_path / "run"
     with exclusive(run, "quickstart run folder"):

@@ -105,8 +105,7 @@ def _provider_stage(cfg: QuickstartConfig, csv_dir: Path) -> tuple[Path, str]:
     return qlib_dir, fingerprint
 
 
-def _workflow_stage(cfg: QuickstartConfig, qlib_dir: Path, data_fingerprint: str) -> pd.Series:
-    template = load_workflow(cfg.workflow)
+def _workflow_stage(cfg: QuickstartConfig, template: dict, qlib_dir: Path, data_fingerprint: str) -> pd.Series:
     label = template["task"]["dataset"]["kwargs"]["handler"]["kwargs"].get("label", "qlib")
     calendar = read_calendar(qlib_dir)
     segments = Segments.carve(calendar, cfg.fractions, embargo=label_horizon(label))
@@ -169,15 +168,16 @@ def run_quickstart(cfg: QuickstartConfig) -> pd.Series:
         raise FileNotFoundError(
             f"Workflow {cfg.workflow} not found; run from a clone of the repository or pass --workflow."
         )
+    template = load_workflow(cfg.workflow)  # a broken workflow fails before any stage runs
     with exclusive(cfg.run_dir, "quickstart run folder"):
-        return _run_stages(cfg)
+        return _run_stages(cfg, template)
 
 
-def _run_stages(cfg: QuickstartConfig) -> pd.Series:
+def _run_stages(cfg: QuickstartConfig, template: dict) -> pd.Series:
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     csv_dir = _market_stage(cfg)
     qlib_dir, fingerprint = _provider_stage(cfg, csv_dir)
-    metrics = _workflow_stage(cfg, qlib_dir, fingerprint)
+    metrics = _workflow_stage(cfg, template, qlib_dir, fingerprint)
     atomic_write_text(cfg.run_dir / "metrics.json", metrics.to_json(indent=2))
     workflow_text = (cfg.run_dir / "workflow.yaml").read_text()
     store = _factor_stage(cfg, hashlib.sha256((fingerprint + workflow_text).encode()).hexdigest())
