@@ -120,6 +120,14 @@ def test_help_runs_as_a_program():
     assert done.returncode == 0 and "--qlib-dir" in done.stdout
 
 
+def test_no_gym_banner_reaches_the_user():
+    """pyqlib's gym 0.26 prints a deprecation banner when Qlib's records or SB3 import it."""
+    code = "import storm_bt, qlib.workflow.record_temp, stable_baselines3; print('imported')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "imported"
+    assert "Gym has been unmaintained" not in done.stderr and "Gymnasium" not in done.stderr
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

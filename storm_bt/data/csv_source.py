@@ -86,7 +86,7 @@ def load_csv_dir(
             )
         files = {t: files[t] for t in wanted}
     frames = []
-    for ticker, path in tqdm(files.items(), desc="read csv", unit="file", leave=False):
+    for ticker, path in tqdm(files.items(), desc="read csv", unit="file", leave=False, disable=None):
         bars = read_bars_file(path, min_history=min_history, on_gap=on_gap)
         frames.append(bars.reset_index().assign(instrument=ticker))
     panel = pd.concat(frames, ignore_index=True)[list(PANEL_COLUMNS)]

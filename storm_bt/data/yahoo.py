@@ -145,7 +145,7 @@ def download_tickers(
     out.mkdir(parents=True, exist_ok=True)
     manifest = _load_manifest(out)
     report = DownloadReport()
-    for ticker in tqdm(tickers, desc="download", unit="ticker"):
+    for ticker in tqdm(tickers, desc="download", unit="ticker", disable=None):
         if _covered(manifest.get(ticker), out, ticker, start, end):
             report.cached.append(ticker)
             continue

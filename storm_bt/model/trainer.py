@@ -253,7 +253,7 @@ class Trainer:
         ddp_model.train()
         loader = DataLoader(train, batch_sampler=list(self._epoch_batches(train, epoch, steps)))
         sums: dict[str, float] = {}
-        bar = tqdm(loader, desc=f"epoch {epoch}", disable=not (cfg.progress and acc.is_local_main_process))
+        bar = tqdm(loader, desc=f"epoch {epoch}", disable=None if cfg.progress and acc.is_local_main_process else True)
         for x, mask, y, _ in bar:
             if self.model_cfg.permute_stocks:
                 x, mask, y = permute_stocks(x, mask, y)

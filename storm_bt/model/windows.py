@@ -88,7 +88,7 @@ class WindowDataset(Dataset):
         self.ends = np.asarray(ends, dtype=np.int64)
         self._features = torch.from_numpy(panel.features)
         self._present = torch.from_numpy(panel.present)
-        self._labels = torch.from_numpy(panel.labels)
+        self._labels = torch.from_numpy(panel.labels if panel.labels.flags.writeable else panel.labels.copy())
 
     @classmethod
     def labelled(cls, panel: Panel, window: int, start=None, end=None) -> WindowDataset:

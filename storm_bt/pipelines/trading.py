@@ -266,7 +266,7 @@ def _evaluate_agents(out: Path) -> pd.DataFrame:
     rows, values = [], {}
     runs = [(s, BUY_AND_HOLD, 0) for s in cfg.stocks]
     runs += [(s, a, seed) for s in cfg.stocks for a in cfg.agents for seed in cfg.seeds]
-    for stock, agent, seed in tqdm(runs, desc="test", unit="run"):
+    for stock, agent, seed in tqdm(runs, desc="test", unit="run", disable=None):
         episode, referee = _on_test(out, cfg, markets[stock, agent.state], agent, seed)
         for engine, metrics in (("env", episode.metrics), ("backtrader", referee.metrics)):
             rows.append({"stock": stock, "agent": agent.name, "seed": seed, "engine": engine} | metrics)

@@ -163,7 +163,7 @@ def run_qrun(
     """
     tracking_uri(cwd)  # a copied run folder records its artifacts in itself, not in the original
     cmd = [sys.executable, "-m", "qlib.cli.run", str(Path(workflow_path).resolve())]
-    env = os.environ | {"TQDM_MININTERVAL": "5"}
+    env = os.environ | {"TQDM_MININTERVAL": "5", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     with (
         open(log_path, "wb") as fh,
         subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) as proc,
