@@ -339,9 +339,9 @@ class Trainer:
     def _check_best(self, state: dict[str, Any]) -> None:
         """``best.pt`` must hold the best epoch that ``last.pt`` records: a damaged or stale one is named
         now, not when someone loads it; a missing one is written again from ``last.pt``."""
-        path = self.run_dir / "best.pt"
         if state["best"] is None:
             return
+        path = self.run_dir / "best.pt"
         if not path.exists():
             if self.accelerator.is_main_process:
                 self._write_best(state)

@@ -62,7 +62,7 @@ class Panel:
         if labels is None:
             label_values = np.full((d, n), np.nan, dtype=np.float32)
         else:
-            label_values = labels.reindex(grid).to_numpy(dtype=np.float32).reshape(d, n)
+            label_values = labels.reindex(grid).to_numpy(dtype=np.float32, copy=True).reshape(d, n)
         return cls(dates, inst, values, present, label_values)
 
     def positions(self, start: pd.Timestamp | str | None, end: pd.Timestamp | str | None) -> np.ndarray:
@@ -88,7 +88,7 @@ class WindowDataset(Dataset):
         self.ends = np.asarray(ends, dtype=np.int64)
         self._features = torch.from_numpy(panel.features)
         self._present = torch.from_numpy(panel.present)
-        self._labels = torch.from_numpy(panel.labels if panel.labels.flags.writeable else panel.labels.copy())
+        self._labels = torch.from_numpy(panel.labels)
 
     @classmethod
     def labelled(cls, panel: Panel, window: int, start=None, end=None) -> WindowDataset:
