@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import quickstart
 
 from storm_bt.data.synthetic import SyntheticMarket, SyntheticMarketConfig, write_market_csvs
 from storm_bt.data.testing import shared_data_dir
@@ -47,21 +47,13 @@ def bars() -> pd.DataFrame:
     )
 
 
-def qlib_features(provider: Path, instruments: list[str], fields: list[str], start=None, end=None) -> pd.DataFrame:
-    """Read fields back through Qlib's own data API (``qlib.data.D.features``)."""
-    import qlib
-    from qlib.data import D
-    from qlib.data.cache import H
-
-    qlib.init(provider_uri=str(provider), region="us", kernels=1)
-    H.clear()  # Qlib keeps an in-memory cache across re-inits; tests switch providers
-    return D.features(instruments, fields, start_time=start, end_time=end, freq="day")
+@pytest.fixture(scope="session")
+def quickstart_first(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The quickstart on its 30-stock synthetic market, run once per test session: (run folder, its log)."""
+    run_dir = tmp_path_factory.mktemp("quickstart")
+    return run_dir, quickstart(run_dir).stderr
 
 
-def folder_digest(folder: Path) -> dict[str, str]:
-    """SHA-256 of every file below ``folder`` (relative path -> digest): byte-identical means equal."""
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
+@pytest.fixture(scope="session")
+def quickstart_run(quickstart_first: tuple[Path, str]) -> Path:
+    return quickstart_first[0]

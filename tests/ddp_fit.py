@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from accelerate import PartialState
-from test_trainer import CFG, datasets, planted_frame
+from helpers import CFG, datasets, planted_frame
 
 from storm_bt.model.trainer import TrainConfig, Trainer
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from test_trainer import CFG, FAST, datasets, planted_frame
+from helpers import CFG, FAST, datasets, planted_frame
 
 from storm_bt.model.factorvae import FactorVAE
 from storm_bt.model.losses import cs_standardize, gaussian_kl, gaussian_nll, masked_mse

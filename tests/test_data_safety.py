@@ -12,7 +12,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from conftest import folder_digest
+from helpers import folder_digest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -6,6 +6,8 @@ The end-to-end evaluation (qrun runs, tables, reuse) is in test_workflow.py, on 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +17,9 @@ from storm_bt.pipelines import eval_config
 from storm_bt.pipelines.eval_config import EvalConfig, model_workflow, run_folder
 from storm_bt.pipelines.evaluate import format_eval_tables
 from storm_bt.workflows.qrun import check_workflow_split
+from storm_bt.workflows.segments import Segments
+
+ROOT = Path(__file__).resolve().parents[1]
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -161,3 +166,95 @@ def test_leaky_or_impossible_data_segments_are_refused_before_any_run(tmp_path, 
     )
     with pytest.raises(ValueError, match=message):
         check_workflow_split(model_workflow(leaky.models[0], 0, leaky.data, threads=1))
+
+
+@pytest.fixture(scope="module")
+def evaluation(quickstart_run, tmp_path_factory) -> tuple[Path, list[str]]:
+    """`storm-bt evaluate` on the quickstart's market: STORM (1 epoch), LightGBM, one ablation, a tiny
+    trading experiment, seeds 0 and 1."""
+    tmp = tmp_path_factory.mktemp("evaluate")
+    stock = sorted(p.stem for p in (quickstart_run / "market").glob("*.csv"))[0]
+    trade = {
+        "csv_dir": str(quickstart_run / "market"),
+        "stocks": [stock],
+        "factors": {"run": "replaced by the evaluation"},
+        "agents": [{"name": "ppo_storm", "algo": "ppo", "timesteps": 1000, "eval_every": 500, "n_envs": 2}],
+    }
+    (tmp / "trade.yaml").write_text(json.dumps(trade))
+    experiments = ROOT / "experiments"
+    config = {
+        "seeds": [0, 1],
+        "data": {
+            "provider_uri": str(quickstart_run / "qlib_data"),
+            "market": "synth",
+            "benchmark": "SYNTH_EW",
+            "fractions": [0.6, 0.2, 0.2],
+        },
+        "models": {
+            "STORM": {"workflow": str(experiments / "workflow_storm_small_synth.yaml"), "kwargs": {"epochs": 1}},
+            "LightGBM": str(experiments / "workflow_lgbm_alpha158_dj30.yaml"),
+        },
+        "ablations": {
+            "STORM ts_only": {
+                "workflow": str(experiments / "workflow_storm_small_dj30_ts_only.yaml"),
+                "kwargs": {"epochs": 1},
+            }
+        },
+        "trading": {"config": "trade.yaml", "factors_from": "STORM"},
+    }
+    (tmp / "evaluate.yaml").write_text(json.dumps(config))  # JSON is YAML
+    out = tmp / "out"
+    cmd = [sys.executable, "-m", "storm_bt.cli", "evaluate", "--config", str(tmp / "evaluate.yaml"), "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, cmd
+
+
+def test_evaluate_tables_are_mean_and_std_over_seeds(evaluation):
+    out, _ = evaluation
+    results = pd.read_csv(out / "results.csv")
+    assert sorted(zip(results["model"], results["seed"], strict=True)) == [
+        (m, s) for m in ("LightGBM", "STORM", "STORM ts_only") for s in (0, 1)
+    ]
+    assert (results["wall_s"] > 0).all() and results["run"].nunique() == 6
+    storm = results[results["model"] == "STORM"]
+    assert storm["Rank IC"].iloc[0] != storm["Rank IC"].iloc[1]  # the seed reaches the model
+    assert results["paper.market.CW"].nunique() == 1  # one benchmark for every model and seed
+    tables = (out / "tables.md").read_text()
+    cw = storm["paper.CW"]
+    assert "| STORM (n=2) | " in tables and f"{cw.mean():.4f} ± {cw.std(ddof=1):.4f}" in tables
+    rank_icir = results[results["model"] == "LightGBM"]["Rank ICIR"]
+    assert f"{rank_icir.mean():.4f} ± {rank_icir.std(ddof=1):.4f}" in tables
+    assert f"| market (SYNTH_EW) | {results['paper.market.APY'].iloc[0]:.4f} |" in tables
+    for section in ("## Portfolio management", "## Factor quality", "## Ablations", "## Algorithmic trading"):
+        assert section in tables
+    ablation_rows = [line for line in tables.split("## Ablations")[1].splitlines() if line.startswith("| STORM")]
+    assert [r.split(" (n=")[0] for r in ablation_rows] == ["| STORM", "| STORM ts_only"]
+
+
+def test_evaluate_records_what_the_tables_were_measured_under(evaluation, quickstart_run):
+    out, _ = evaluation
+    described = json.loads((out / "evaluate.json").read_text())
+    calendar = pd.DatetimeIndex(pd.read_csv(quickstart_run / "qlib_data" / "calendars" / "day.txt", header=None)[0])
+    carved = Segments.carve(calendar, (0.6, 0.2, 0.2), embargo=2).to_config()
+    assert described["data"]["segments"] == carved and described["data"]["instruments"] == 30
+    assert described["label"] == {
+        "name": "qlib",
+        "expression": "Ref($close, -2)/Ref($close, -1) - 1",
+        "horizon_sessions": 2,
+    }
+    assert described["costs"]["open_cost"] == 0.0005 and described["seeds"] == [0, 1]
+    assert {"pyqlib", "torch", "lightgbm", "python"} <= set(described["versions"])
+    trading = pd.read_csv(out / "trading.csv")
+    assert set(trading["agent"]) == {"buy_and_hold", "ppo_storm"} and set(trading["seed"]) == {0, 1}
+    (trade_dir,) = [p for p in (out / "trading").iterdir() if p.suffix != ".lock"]
+    assert "storm_seed0" in trade_dir.name  # agents read the first seed's STORM factors
+
+
+def test_evaluate_rerun_reuses_every_finished_run(evaluation):
+    out, cmd = evaluation
+    before = (out / "tables.md").read_text()
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "6 runs, 6 finished before, 0 to run" in done.stderr and "0 trained, 2 reused" in done.stderr
+    assert (out / "tables.md").read_text() == before

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
-from test_trainer import CFG, WINDOW, planted_frame
+from helpers import CFG, WINDOW, planted_frame
 
 from storm_bt.factors.store import FactorStore, FactorStoreError, write_factor_store
 from storm_bt.io import LockedError, exclusive
 from storm_bt.model.storm import Storm
 from storm_bt.model.windows import Panel, WindowDataset
+from storm_bt.workflows.qrun import load_workflow
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +112,29 @@ def test_unreadable_store_is_named(tmp_path):
     bad.write_bytes(b"not hdf5")
     with pytest.raises(FactorStoreError, match=r"bad\.h5"):
         FactorStore(bad)
+
+
+def test_factor_export_from_the_quickstart_run(quickstart_run, tmp_path):
+    out = tmp_path / "factors.h5"
+    cmd = [sys.executable, "-m", "storm_bt.cli", "factors", "export", "--run", str(quickstart_run), "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with FactorStore(out) as store:
+        config = load_workflow(quickstart_run / "workflow.yaml")
+        handler = config["task"]["dataset"]["kwargs"]["handler"]["kwargs"]
+        assert store.dates[0] == pd.Timestamp(handler["start_time"]) and store.dates[-1] == pd.Timestamp(
+            handler["end_time"]
+        )
+        assert len(store.instruments) == 30 and store.attrs["preset"] == "small"
+        assert json.loads(store.attrs["segments"]) == config["task"]["dataset"]["kwargs"]["segments"]
+        assert np.isfinite(store.read("pooled")).all()
+
+
+def test_factor_export_names_a_folder_without_runs(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "storm_bt.cli", "factors", "export", "--run", str(tmp_path), "--out", "x.h5"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2 and "mlruns.db" in done.stderr

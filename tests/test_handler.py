@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import qlib_features
+from helpers import qlib_features
 from qlib.data.dataset.handler import DataHandlerLP
 from storm_bt.handlers import Alpha158US, label_horizon
 

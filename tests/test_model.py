@@ -98,7 +98,7 @@ def test_forward_shapes_and_losses(ablation):
     x, mask, y = _batch(cfg)
     out = model(x, mask, y)
     assert out.pred.shape == (3, cfg.n_stocks)
-    assert torch.isfinite(out.loss) and all(torch.isfinite(v) for v in out.loss_breakdown.values())
+    assert torch.isfinite(out.loss) and all(torch.isfinite(v) for v in out.loss_terms.values())
     expected = {"kl", "return", "pred"} | {
         f"{t}_{b}"
         for b in ("ts", "cs")
@@ -107,8 +107,8 @@ def test_forward_shapes_and_losses(ablation):
     }
     if cfg.use_ts and cfg.use_cs:
         expected.add("contrastive")
-    assert set(out.loss_breakdown) == expected
-    weighted = sum(getattr(cfg, f"w_{k.split('_')[0]}") * v for k, v in out.loss_breakdown.items())
+    assert set(out.loss_terms) == expected == set(model.loss_weights)
+    weighted = sum(getattr(cfg, f"w_{k.split('_')[0]}") * v for k, v in out.loss_terms.items())
     torch.testing.assert_close(out.loss, weighted)
     out.loss.backward()
     for branch in (model.ts, model.cs):
@@ -282,5 +282,5 @@ def test_options_add_their_terms(label_transform):
     cfg = replace(TINY, label_transform=label_transform, w_corr=0.5, dropout=0.1)
     torch.manual_seed(0)
     out = Storm(cfg)(*_batch(cfg))
-    assert "corr" in out.loss_breakdown and 0.0 <= float(out.loss_breakdown["corr"]) <= 2.0
-    assert "corr" not in Storm(TINY)(*_batch(TINY)).loss_breakdown
+    assert "corr" in out.loss_terms and 0.0 <= float(out.loss_terms["corr"]) <= 2.0
+    assert "corr" not in Storm(TINY)(*_batch(TINY)).loss_terms

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import folder_digest, qlib_features
+from helpers import folder_digest, qlib_features
 
 from storm_bt.data.csv_source import load_csv_dir
 from storm_bt.data.provider import FIELDS, read_bin, write_provider

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import qlib_features
+from helpers import qlib_features
 from qlib.data.dataset import DatasetH
 
 from storm_bt.data.provider import read_calendar, write_provider

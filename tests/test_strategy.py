@@ -7,7 +7,7 @@ from itertools import pairwise
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import qlib_features
+from helpers import qlib_features
 from qlib.backtest import backtest
 from storm_bt.strategies.topk_weekly import WeeklyTopkDropoutStrategy
 

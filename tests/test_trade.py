@@ -14,10 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import folder_digest
-from report_checks import check_report
+from helpers import CFG, STOCKS, WINDOW, check_report, folder_digest
 from ruamel.yaml import YAML
-from test_trainer import CFG, STOCKS, WINDOW
 
 from storm_bt.agents.sb3 import BUY_AND_HOLD, AgentSpec, evaluate, load_policy, log_wealth
 from storm_bt.agents.states import FeatureScaler, StockMarket, factor_states, load_bars, price_states

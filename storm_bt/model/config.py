@@ -44,7 +44,6 @@ class StormConfig:
     feature_norm: str = "none"
     label_transform: str = "zscore"
     shared_time_positions: bool = False  # TS tokens of one time block share a position: no per-stock-slot identity
-    permute_stocks: bool = False  # shuffle the stock axis of every training batch, so slots carry no ticker
     n_factors: int = 64  # K_f latent factors of the factor module
     factor_hidden: int = 512  # width of the factor module's MLPs and attention (the reference's 512)
     factor_heads: int = 8

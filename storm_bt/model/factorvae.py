@@ -10,29 +10,47 @@ return likelihood under the posterior plus KL(posterior || prior); the MSE of th
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from storm_bt.model.config import StormConfig
 from storm_bt.model.factor import FactorModule
+from storm_bt.model.network import WindowOutput, weighted_loss
 from storm_bt.model.qlib_model import StormModel
-from storm_bt.model.storm import StormEmbeddings, StormOutput, cs_feature_zscore, return_target, return_terms
+from storm_bt.model.storm import (
+    Storm,
+    StormEmbeddings,
+    cs_feature_zscore,
+    return_target,
+    return_terms,
+    return_weights,
+)
 
 __all__ = ["FactorVAE", "FactorVAEModel"]
 
 
 class FactorVAE(nn.Module):
-    """Windows (B, T, N, F) with their mask in, per-stock scores and the FactorVAE loss out."""
+    """Windows (B, T, N, F) with their mask in, per-stock scores and the FactorVAE loss out
+    (a :class:`~storm_bt.model.network.WindowNetwork`)."""
 
     def __init__(self, cfg: StormConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        self.window = cfg.window
+        self.loss_weights = return_weights(cfg)
         hidden = cfg.factor_hidden
         self.proj = nn.Sequential(nn.Linear(cfg.n_features, hidden), nn.LeakyReLU())
         self.gru = nn.GRU(hidden, hidden, batch_first=True)
         self.factor = FactorModule(cfg, hidden, summary_dim=hidden)
 
-    def forward(self, x: Tensor, mask: Tensor, y: Tensor | None = None) -> StormOutput:
+    @classmethod
+    def configure(cls, n_stocks: int, n_features: int, **options: Any) -> StormConfig:
+        """A STORM preset's window and factor settings (``preset``, ``ablation``, overrides), as for STORM."""
+        return Storm.configure(n_stocks, n_features, **options)
+
+    def forward(self, x: Tensor, mask: Tensor, y: Tensor | None = None) -> WindowOutput:
         b, t, n, f = x.shape
         x = torch.nan_to_num(x) * mask.unsqueeze(-1)
         if self.cfg.feature_norm == "cs_zscore":
@@ -44,12 +62,8 @@ class FactorVAE(nn.Module):
         labelled, target = return_target(self.cfg, y, present)
         out = self.factor(h, present, h.new_zeros(b, 0, h.shape[-1]), target, labelled)
         terms = return_terms(self.cfg, out, target, labelled)
-        loss = sum(self.weight(name) * value for name, value in terms.items())
-        return StormOutput(out.mu_prior, loss, terms, StormEmbeddings(h, None, None, None, None))
-
-    def weight(self, term: str) -> float:
-        """The loss weight of a term of ``loss_breakdown``."""
-        return getattr(self.cfg, f"w_{term}")
+        embeddings = StormEmbeddings(h, None, None, None, None)
+        return WindowOutput(out.mu_prior, weighted_loss(terms, self.loss_weights), terms, embeddings)
 
     def encoders(self) -> dict[str, nn.Module]:
         """The feature extractor whose gradients per loss term the trainer logs."""

@@ -1,4 +1,5 @@
-"""STORM as a Qlib model: ``fit(dataset)`` on the train/valid segments, ``predict`` a score Series.
+"""Window networks (STORM, FactorVAE, yours) as Qlib models: ``fit(dataset)`` on the train/valid
+segments, ``predict`` a score Series.
 
 The handler's frame (rows (datetime, instrument)) becomes a dense panel of windows: features
 come from the inference view (``DK_I``) for fitting and predicting alike, so the model sees one
@@ -21,36 +22,33 @@ from qlib.data.dataset.handler import DataHandlerLP
 from qlib.model.base import Model
 from qlib.workflow import R
 
-from storm_bt.model.config import StormConfig
+from storm_bt.model.network import network_class
 from storm_bt.model.storm import Storm
 from storm_bt.model.trainer import TrainConfig, Trainer, TrainResult, predict_windows
 from storm_bt.model.windows import Panel, WindowDataset
 from storm_bt.workflows.leakage import check_fit_dataset
 
-__all__ = ["StormModel"]
+__all__ = ["StormModel", "WindowModel"]
 
 logger = logging.getLogger(__name__)
 
 
-class StormModel(Model):
-    """The STORM factor model behind Qlib's ``Model`` interface (picklable; Qlib saves it with the run).
+class WindowModel(Model):
+    """Any :class:`~storm_bt.model.network.WindowNetwork` behind Qlib's ``Model`` interface, trained by
+    the shared trainer (picklable; Qlib saves it with the run).
 
-    :param preset: ``"small"`` or ``"paper"`` (see :data:`storm_bt.model.PRESETS`).
-    :param ablation: optional ablation name (see :data:`storm_bt.model.ABLATIONS`).
-    :param model_config: overrides of :class:`StormConfig` fields (``n_stocks``/``n_features``
-        come from the data).
+    :param network: the network class, named as Qlib names classes (``"pkg.module.Class"``, or
+        ``{class: Class, module_path: pkg.module | path/to/file.py}``).
+    :param network_config: options of ``network.configure`` (``n_stocks``/``n_features`` come from the data).
     :param run_dir: folder for checkpoints, per-epoch code usage and the training history; an
         interrupted fit resumes from it. ``None`` keeps everything in memory.
     :param train_kwargs: fields of :class:`TrainConfig` (``epochs``, ``lr``, ``seed``, ...).
     """
 
-    network: type[torch.nn.Module] = Storm  # what is trained; baselines swap it (see storm_bt.model.factorvae)
-
     def __init__(
         self,
-        preset: str = "small",
-        ablation: str | None = None,
-        model_config: dict[str, Any] | None = None,
+        network: str | dict[str, Any] | type,
+        network_config: dict[str, Any] | None = None,
         run_dir: str | None = None,
         resume: bool = True,
         **train_kwargs: Any,
@@ -58,13 +56,14 @@ class StormModel(Model):
         known = {f.name for f in fields(TrainConfig)}
         unknown = sorted(set(train_kwargs) - known)
         if unknown:
-            raise ValueError(f"StormModel: unknown argument(s) {unknown}; training settings are {sorted(known)}.")
+            raise ValueError(
+                f"{type(self).__name__}: unknown argument(s) {unknown}; training settings are {sorted(known)}."
+            )
         if "betas" in train_kwargs:
             train_kwargs["betas"] = tuple(train_kwargs["betas"])
-        self.preset = preset
-        self.ablation = ablation
-        self.model_config = dict(model_config or {})
-        StormConfig.preset(preset, **self.model_config)  # fail on bad keys now, not after loading data
+        self.network = network_class(network)
+        self.network_config = dict(network_config or {})
+        self.network.configure(1, 1, **self.network_config)  # fail on bad keys now, not after loading data
         self.train_config = TrainConfig(**train_kwargs)
         self.run_dir = run_dir
         self.resume = resume
@@ -72,13 +71,9 @@ class StormModel(Model):
         self.instruments: list[str] | None = None
         self.result: TrainResult | None = None
 
-    def storm_config(self, n_stocks: int, n_features: int) -> StormConfig:
-        cfg = StormConfig.preset(self.preset, n_stocks=n_stocks, n_features=n_features, **self.model_config)
-        return cfg.ablation(self.ablation) if self.ablation else cfg
-
-    def fit(self, dataset: DatasetH, evals_result: dict | None = None, reweighter: Any = None) -> StormModel:
+    def fit(self, dataset: DatasetH, evals_result: dict | None = None, reweighter: Any = None) -> WindowModel:
         if reweighter is not None:
-            raise ValueError("StormModel does not support sample reweighting.")
+            raise ValueError(f"{type(self).__name__} does not support sample reweighting.")
         train_start, train_end = _segment_range(dataset, "train")
         valid_start, valid_end = _segment_range(dataset, "valid")
         if valid_start <= train_end:
@@ -87,12 +82,12 @@ class StormModel(Model):
         features = dataset.handler.fetch(slice(None, valid_end), col_set="feature", data_key=DataHandlerLP.DK_I)
         labels = pd.concat(dataset.prepare(["train", "valid"], col_set="label", data_key=DataHandlerLP.DK_L)).iloc[:, 0]
         panel = Panel.from_frame(features, labels)
-        cfg = self.storm_config(len(panel.instruments), panel.features.shape[2])
+        cfg = self.network.configure(len(panel.instruments), panel.features.shape[2], **self.network_config)
         train = WindowDataset.labelled(panel, cfg.window, train_start, train_end)
         valid = WindowDataset.labelled(panel, cfg.window, valid_start, valid_end)
         logger.info(
-            "STORM %s: %d stocks x %d features, %d train and %d valid windows of %d days",
-            self.preset,
+            "%s: %d stocks x %d features, %d train and %d valid windows of %d days",
+            self.network.__name__,
             len(panel.instruments),
             panel.features.shape[2],
             len(train),
@@ -123,7 +118,7 @@ class StormModel(Model):
         for record in self.result.history:
             metrics = {f"train.{k}": float(v) for k, v in record.items() if k != "epoch" and np.isfinite(v)}
             recorder.log_metrics(step=record["epoch"], **metrics)
-        recorder.log_params(storm_best_epoch=self.result.best_epoch, storm_preset=self.preset)
+        recorder.log_params(storm_best_epoch=self.result.best_epoch, network=self.network.__name__)
         recorder.save_objects(
             artifact_path="storm", training_history=self.result.history, code_usage=self.result.code_usage
         )
@@ -143,10 +138,10 @@ class StormModel(Model):
     def windows(self, dataset: DatasetH, segment: str | slice) -> WindowDataset:
         """The windows ending on each date of ``segment``, over the training universe, with their history."""
         if self.model is None or self.instruments is None:
-            raise ValueError("StormModel is not fitted: call fit(dataset) first.")
+            raise ValueError(f"{type(self).__name__} is not fitted: call fit(dataset) first.")
         start, end = _segment_range(dataset, segment)
         features = dataset.handler.fetch(
-            slice(_history_start(start, self.model.cfg.window), end), col_set="feature", data_key=DataHandlerLP.DK_I
+            slice(_history_start(start, self.model.window), end), col_set="feature", data_key=DataHandlerLP.DK_I
         )
         unknown = sorted(set(features.index.get_level_values("instrument")) - set(self.instruments))
         if unknown:
@@ -154,7 +149,33 @@ class StormModel(Model):
                 "StormModel: %d instrument(s) not in the training universe get no score: %s", len(unknown), unknown[:10]
             )
         panel = Panel.from_frame(features, instruments=self.instruments)
-        return WindowDataset(panel, self.model.cfg.window, panel.positions(start, end))
+        return WindowDataset(panel, self.model.window, panel.positions(start, end))
+
+
+class StormModel(WindowModel):
+    """The STORM factor model under Qlib: :class:`WindowModel` over :class:`Storm`, named by preset.
+
+    :param preset: ``"small"`` or ``"paper"`` (see :data:`storm_bt.model.PRESETS`).
+    :param ablation: optional ablation name (see :data:`storm_bt.model.ABLATIONS`).
+    :param model_config: overrides of :class:`StormConfig` fields.
+    The other parameters are :class:`WindowModel`'s.
+    """
+
+    network: type[torch.nn.Module] = Storm  # baselines sized by STORM's presets swap it (FactorVAEModel)
+
+    def __init__(
+        self,
+        preset: str = "small",
+        ablation: str | None = None,
+        model_config: dict[str, Any] | None = None,
+        run_dir: str | None = None,
+        resume: bool = True,
+        **train_kwargs: Any,
+    ) -> None:
+        self.preset = preset
+        self.ablation = ablation
+        options = {"preset": preset, "ablation": ablation, **(model_config or {})}
+        super().__init__(type(self).network, options, run_dir, resume, **train_kwargs)
 
 
 def _span(data: WindowDataset) -> list:

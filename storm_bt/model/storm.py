@@ -13,7 +13,7 @@ The module knows nothing about Qlib: windows in, scores and losses out.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -32,9 +32,10 @@ from storm_bt.model.losses import (
     masked_mean,
     masked_mse,
 )
-from storm_bt.model.quantizer import VQOutput
+from storm_bt.model.network import WindowOutput, weighted_loss
+from storm_bt.model.quantizer import VectorQuantizer, VQOutput
 
-__all__ = ["Storm", "StormEmbeddings", "StormOutput", "cs_feature_zscore", "return_target", "return_terms"]
+__all__ = ["Storm", "StormEmbeddings", "cs_feature_zscore", "return_target", "return_terms", "return_weights"]
 
 
 class StormEmbeddings(NamedTuple):
@@ -47,19 +48,15 @@ class StormEmbeddings(NamedTuple):
     cs_codes: Tensor | None  # (B, T)
 
 
-class StormOutput(NamedTuple):
-    pred: Tensor  # (B, N) score: predicted mean of the cross-sectionally standardised next return
-    loss: Tensor  # scalar, the weighted sum of loss_breakdown
-    loss_breakdown: dict[str, Tensor]  # unweighted terms
-    embeddings: StormEmbeddings
-
-
 class Storm(nn.Module):
-    """The STORM factor model; see the module docstring for the data flow."""
+    """The STORM factor model (a :class:`~storm_bt.model.network.WindowNetwork`); see the module
+    docstring for the data flow. Its score is the prior mean of the cross-sectionally standardised
+    next return."""
 
     def __init__(self, cfg: StormConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        self.window = cfg.window
         d = cfg.d_model
         self.ts = TSBranch(cfg) if cfg.use_ts else None
         self.cs = CSBranch(cfg) if cfg.use_cs else None
@@ -69,8 +66,17 @@ class Storm(nn.Module):
         self.stock_stem = nn.Linear(cfg.n_features, cfg.cs_stem_dim)
         stock_dim = 2 * d * (int(cfg.use_ts) + int(cfg.use_cs)) + cfg.cs_stem_dim
         self.factor = FactorModule(cfg, stock_dim, summary_dim=2 * d)
+        self.loss_weights = self._loss_weights()
 
-    def forward(self, x: Tensor, mask: Tensor, y: Tensor | None = None) -> StormOutput:
+    @classmethod
+    def configure(
+        cls, n_stocks: int, n_features: int, preset: str = "small", ablation: str | None = None, **overrides: Any
+    ) -> StormConfig:
+        """A preset (``small``, ``paper``) sized to the data, then an optional ablation, then overrides."""
+        cfg = StormConfig.preset(preset, n_stocks=n_stocks, n_features=n_features, **overrides)
+        return cfg.ablation(ablation) if ablation else cfg
+
+    def forward(self, x: Tensor, mask: Tensor, y: Tensor | None = None) -> WindowOutput:
         """``x`` (B, T, N, F) features, ``mask`` (B, T, N) present stocks, ``y`` (B, N) next returns or None.
 
         Stocks absent on the last day of the window get no score. Which stocks have a label only
@@ -83,18 +89,15 @@ class Storm(nn.Module):
             x = cs_feature_zscore(x, mask)
         terms: dict[str, Tensor] = {}
         enc, keep, vq = {}, {}, {}
-        for name, branch in (("ts", self.ts), ("cs", self.cs)):
-            if branch is not None:
-                tokens, keep[name] = branch.tokens(x, mask)
-                enc[name] = branch.encode(tokens, keep[name])  # (B, 1 + L, D)
+        for name, branch in self._branches():
+            tokens, keep[name] = branch.tokens(x, mask)
+            enc[name] = branch.encode(tokens, keep[name])  # (B, 1 + L, D)
         if self.fusion is not None:
             cls_keep = keep["ts"].new_ones(x.shape[0], 1)
             enc["ts"], enc["cs"] = self.fusion(
                 enc["ts"], torch.cat([cls_keep, keep["ts"]], 1), enc["cs"], torch.cat([cls_keep, keep["cs"]], 1)
             )
-        for name, branch in (("ts", self.ts), ("cs", self.cs)):
-            if branch is None:
-                continue
+        for name, branch in self._branches():
             vq[name] = branch.quantize(enc[name], keep[name])
             recon = branch.reconstruct(vq[name].quantized, keep[name])  # (B, T, N, F)
             terms[f"recon_{name}"] = masked_mse(recon, x, mask.unsqueeze(-1))
@@ -106,16 +109,34 @@ class Storm(nn.Module):
         labelled, target = return_target(self.cfg, y, present)
         out = self.factor(embeddings.stock, present, summaries, target, labelled)
         terms.update(return_terms(self.cfg, out, target, labelled))
-        loss = sum(self.weight(k) * v for k, v in terms.items())
-        return StormOutput(out.mu_prior, loss, terms, embeddings)
+        return WindowOutput(out.mu_prior, weighted_loss(terms, self.loss_weights), terms, embeddings)
 
-    def weight(self, term: str) -> float:
-        """The loss weight of a term of ``loss_breakdown`` (``recon_ts`` -> ``w_recon``)."""
-        return getattr(self.cfg, f"w_{term.split('_')[0]}")
+    def _loss_weights(self) -> dict[str, float]:
+        """Each term this configuration produces -> its weight (the branch terms once per branch)."""
+        cfg = self.cfg
+        weights = return_weights(cfg)
+        for name, _ in self._branches():
+            weights |= {
+                f"recon_{name}": cfg.w_recon,
+                f"codebook_{name}": cfg.w_codebook,
+                f"commit_{name}": cfg.w_commit,
+                f"diversity_{name}": cfg.w_diversity,
+                f"ortho_{name}": cfg.w_ortho,
+            }
+        if cfg.use_ts and cfg.use_cs:
+            weights["contrastive"] = cfg.w_contrastive
+        return weights
+
+    def _branches(self) -> list[tuple[str, nn.Module]]:
+        return [(name, branch) for name, branch in (("ts", self.ts), ("cs", self.cs)) if branch is not None]
 
     def encoders(self) -> dict[str, nn.Module]:
         """The feature extractors whose gradients per loss term the trainer logs."""
-        return {f"{name}_encoder": branch.encoder for name, branch in (("ts", self.ts), ("cs", self.cs)) if branch}
+        return {f"{name}_encoder": branch.encoder for name, branch in self._branches()}
+
+    def quantizers(self) -> dict[str, VectorQuantizer]:
+        """The codebooks by branch, whose usage the trainer records per epoch."""
+        return {name: branch.quantizer for name, branch in self._branches()}
 
     def _check_shapes(self, x: Tensor, mask: Tensor, y: Tensor | None) -> None:
         cfg = self.cfg
@@ -199,3 +220,11 @@ def return_terms(cfg: StormConfig, out: FactorOutput, target: Tensor | None, lab
     if cfg.w_corr:
         terms["corr"] = correlation_loss(out.mu_prior, target, labelled)
     return terms
+
+
+def return_weights(cfg: StormConfig) -> dict[str, float]:
+    """The weights of :func:`return_terms`' terms."""
+    weights = {"kl": cfg.w_kl, "return": cfg.w_return, "pred": cfg.w_pred}
+    if cfg.w_corr:
+        weights["corr"] = cfg.w_corr
+    return weights

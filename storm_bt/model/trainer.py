@@ -14,7 +14,7 @@ import json
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +29,15 @@ from tqdm.auto import tqdm
 
 from storm_bt.io import atomic_path, atomic_write_text, exclusive
 from storm_bt.metrics import rank_ic_summary
-from storm_bt.model.config import StormConfig
+from storm_bt.model.network import WindowNetwork
 from storm_bt.model.quantizer import VectorQuantizer
 from storm_bt.model.storm import Storm
 from storm_bt.model.windows import WindowDataset
 
-__all__ = ["CheckpointError", "TrainConfig", "TrainResult", "Trainer", "predict_windows"]
+__all__ = ["CheckpointError", "TrainConfig", "TrainResult", "TrainState", "Trainer", "epoch_summary", "predict_windows"]
 
 CHECKPOINT_FORMAT = 1
+HISTORY = "history.json"  # in a run folder: one record per finished epoch, rewritten after each
 EMBEDDING_PARAMETERS = {"cls", "pos", "queries"}  # learned tokens and positions: no weight decay
 
 
@@ -58,6 +59,7 @@ class TrainConfig:
     patience: int = 5  # epochs without a better valid RankIC before stopping
     eval_batch_size: int = 64
     seed: int = 0
+    permute_stocks: bool = False  # shuffle the stock axis of every training batch, so slots carry no ticker
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -74,6 +76,21 @@ class TrainConfig:
             raise ValueError("TrainConfig.lr must be positive, got 0.")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}.")
+
+
+@dataclass
+class TrainState:
+    """Where a fit stands after ``epoch`` epochs: what ``last.pt`` saves and a resume restores."""
+
+    epoch: int = 0
+    best_score: float = -math.inf  # valid RankIC of the best epoch (-inf until one is finite)
+    best_epoch: int = 0
+    stale: int = 0  # epochs since the best one
+    best: dict[str, torch.Tensor] | None = None  # the best epoch's weights
+    history: list[dict[str, Any]] = field(default_factory=list)  # one record per epoch (see Trainer.fit)
+    usage: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # epoch -> codebook -> count per code
+
+    SCALARS = ("epoch", "best_score", "best_epoch", "stale", "best")  # saved as they are; the rest as JSON
 
 
 @dataclass
@@ -152,20 +169,19 @@ def rank_ic_of(scores: np.ndarray, data: WindowDataset) -> dict[str, float]:
 
 
 class Trainer:
-    """Fits a :class:`Storm` on train windows and keeps the weights with the best valid RankIC."""
+    """Fits a :class:`~storm_bt.model.network.WindowNetwork` on train windows and keeps the weights
+    with the best valid RankIC."""
 
     def __init__(
         self,
-        model_cfg: StormConfig,
+        model_cfg: Any,
         train_cfg: TrainConfig,
         run_dir: str | Path | None = None,
         data_signature: dict[str, Any] | None = None,
-        network: type[nn.Module] = Storm,
+        network: type[WindowNetwork] = Storm,
     ) -> None:
-        """``data_signature`` describes the data (universe, date ranges); resuming on other data is refused.
-
-        ``network`` is built as ``network(model_cfg)`` and must take and return what :class:`Storm` does.
-        """
+        """``network(model_cfg)`` is what is trained; ``data_signature`` describes the data (universe,
+        date ranges): resuming on other data is refused."""
         self.network = network
         self.model_cfg = model_cfg
         self.cfg = train_cfg
@@ -179,7 +195,11 @@ class Trainer:
     def fit(self, train: WindowDataset, valid: WindowDataset, resume: bool = True) -> tuple[nn.Module, TrainResult]:
         """Train from scratch, or from ``run_dir/last.pt`` when ``resume`` and it exists (deterministic kernels).
 
-        The main process holds ``run_dir``'s lock throughout: a second training into the same folder fails at once.
+        Each epoch appends a record to the history (``history.json`` in ``run_dir``, rewritten
+        atomically): ``epoch``, the mean of ``loss`` and of every loss term, ``grad_<term>.<encoder>``,
+        ``perplexity_<codebook>`` and ``valid_RankIC`` / ``valid_RankICIR``. A parent process follows
+        a run's progress there. The main process holds ``run_dir``'s lock throughout: a second
+        training into the same folder fails at once.
         """
         writes = self.run_dir is not None and self.accelerator.is_main_process
         with exclusive(self.run_dir, "training checkpoint folder") if writes else nullcontext():
@@ -198,44 +218,40 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, _warmup_cosine(steps_per_epoch * cfg.epochs, cfg.warmup_frac)
         )
-        state = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "stale": 0, "best": None}
-        state.update(history=[], usage={})
+        state = TrainState()
         if resume and self._last_path() is not None and self._last_path().exists():
             state = self._load_last(model, optimizer, scheduler)
-            acc.print(f"resuming from {self._last_path()} after epoch {state['epoch']}")
+            acc.print(f"resuming from {self._last_path()} after epoch {state.epoch}")
         ddp_model, optimizer = acc.prepare(model, optimizer)
-        while state["epoch"] < cfg.epochs and state["stale"] < cfg.patience:
-            epoch = state["epoch"] + 1
+        while state.epoch < cfg.epochs and state.stale < cfg.patience:
+            epoch = state.epoch + 1
             probe = _first_batch(train, self._epoch_batches(train, epoch, 1), acc.device)
             gradients = term_gradient_norms(model, *probe)
             losses = self._train_epoch(ddp_model, optimizer, scheduler, train, epoch, steps_per_epoch)
-            usage = {name: m.reset_usage() for name, m in _quantizers(model)}
-            state["usage"][str(epoch)] = {name: counts.tolist() for name, counts in usage.items()}
+            usage = {name: quantizer.reset_usage() for name, quantizer in _quantizers(model).items()}
+            state.usage[str(epoch)] = {name: counts.tolist() for name, counts in usage.items()}
             perplexity = {f"perplexity_{name}": usage_perplexity(counts) for name, counts in usage.items()}
             score = rank_ic_of(predict_windows(model, valid, cfg.eval_batch_size), valid)
             record = {"epoch": epoch, **losses, **gradients, **perplexity}
             record.update({f"valid_{k}": v for k, v in score.items()})
-            state["history"].append(record)
+            state.history.append(record)
             valid_ic = score["RankIC"] if np.isfinite(score["RankIC"]) else -math.inf
-            if valid_ic > state["best_score"] or state["best"] is None:
-                state.update(best_score=valid_ic, best_epoch=epoch, stale=0)
-                state["best"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            if valid_ic > state.best_score or state.best is None:
+                state.best_score, state.best_epoch, state.stale = valid_ic, epoch, 0
+                state.best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             else:
-                state["stale"] += 1
-            state["epoch"] = epoch
-            acc.print(
-                f"epoch {epoch}: loss {losses['loss']:.4f}  valid RankIC {score['RankIC']:.4f}"
-                f"  (best {state['best_score']:.4f} @ {state['best_epoch']})"
-            )
+                state.stale += 1
+            state.epoch = epoch
+            acc.print(f"{epoch_summary(record)}  (best {state.best_score:.4f} @ {state.best_epoch})")
             self._save(model, optimizer, scheduler, state)
-        if not math.isfinite(state["best_score"]):
+        if not math.isfinite(state.best_score):
             acc.print(
-                f"warning: the valid RankIC was NaN in all {state['epoch']} epochs (constant scores or labels); "
-                f"keeping epoch {state['best_epoch']}'s weights"
+                f"warning: the valid RankIC was NaN in all {state.epoch} epochs (constant scores or labels); "
+                f"keeping epoch {state.best_epoch}'s weights"
             )
-        model.load_state_dict(state["best"])
+        model.load_state_dict(state.best)
         model.eval()
-        result = TrainResult(state["best_epoch"], state["best_score"], state["epoch"], state["history"], state["usage"])
+        result = TrainResult(state.best_epoch, state.best_score, state.epoch, state.history, state.usage)
         return model, result
 
     # -- epoch --------------------------------------------------------------------------------------
@@ -255,7 +271,7 @@ class Trainer:
         sums: dict[str, float] = {}
         bar = tqdm(loader, desc=f"epoch {epoch}", disable=None if cfg.progress and acc.is_local_main_process else True)
         for x, mask, y, _ in bar:
-            if self.model_cfg.permute_stocks:
+            if cfg.permute_stocks:
                 x, mask, y = permute_stocks(x, mask, y)
             out = ddp_model(x.to(acc.device), mask.to(acc.device), y.to(acc.device))
             optimizer.zero_grad(set_to_none=True)
@@ -264,7 +280,7 @@ class Trainer:
                 acc.clip_grad_norm_(ddp_model.parameters(), cfg.grad_clip)
             optimizer.step()
             scheduler.step()
-            for key, value in {"loss": out.loss, **out.loss_breakdown}.items():
+            for key, value in {"loss": out.loss, **out.loss_terms}.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
             bar.set_postfix(loss=f"{float(out.loss.detach()):.4f}")
         return {k: v / max(1, len(loader)) for k, v in sums.items()}
@@ -285,7 +301,7 @@ class Trainer:
             "num_processes": self.accelerator.num_processes,
         }
 
-    def _save(self, model: nn.Module, optimizer, scheduler, state: dict[str, Any]) -> None:
+    def _save(self, model: nn.Module, optimizer, scheduler, state: TrainState) -> None:
         acc = self.accelerator
         if self.run_dir is None or not acc.is_main_process:
             acc.wait_for_everyone()
@@ -299,18 +315,18 @@ class Trainer:
             "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            **{k: state[k] for k in ("epoch", "best_score", "best_epoch", "stale", "best")},
-            "history": json.dumps(state["history"]),
-            "usage": json.dumps(state["usage"]),
+            **{k: getattr(state, k) for k in TrainState.SCALARS},
+            "history": json.dumps(state.history),
+            "usage": json.dumps(state.usage),
         }
         with atomic_path(self.run_dir / "last.pt") as tmp:
             torch.save(payload, tmp)
         self._write_best(state)
-        atomic_write_text(self.run_dir / "code_usage.json", json.dumps(state["usage"]))
-        atomic_write_text(self.run_dir / "history.json", json.dumps(state["history"], indent=1))
+        atomic_write_text(self.run_dir / "code_usage.json", json.dumps(state.usage))
+        atomic_write_text(self.run_dir / HISTORY, json.dumps(state.history, indent=1))
         acc.wait_for_everyone()
 
-    def _load_last(self, model: nn.Module, optimizer, scheduler) -> dict[str, Any]:
+    def _load_last(self, model: nn.Module, optimizer, scheduler) -> TrainState:
         path = self._last_path()
         payload = load_checkpoint(path)
         if payload.get("format") != CHECKPOINT_FORMAT or "fingerprint" not in payload:
@@ -326,20 +342,22 @@ class Trainer:
         torch.set_rng_state(payload["torch_rng"])
         if torch.cuda.is_available() and payload.get("cuda_rng"):
             torch.cuda.set_rng_state_all(payload["cuda_rng"])
-        state = {k: payload[k] for k in ("epoch", "best_score", "best_epoch", "stale", "best")}
-        state["history"] = json.loads(payload["history"])
-        state["usage"] = json.loads(payload["usage"])
+        state = TrainState(
+            **{k: payload[k] for k in TrainState.SCALARS},
+            history=json.loads(payload["history"]),
+            usage=json.loads(payload["usage"]),
+        )
         self._check_best(state)
         return state
 
-    def _write_best(self, state: dict[str, Any]) -> None:
+    def _write_best(self, state: TrainState) -> None:
         with atomic_path(self.run_dir / "best.pt") as tmp:
-            torch.save({"config": asdict(self.model_cfg), "model": state["best"], "epoch": state["best_epoch"]}, tmp)
+            torch.save({"config": asdict(self.model_cfg), "model": state.best, "epoch": state.best_epoch}, tmp)
 
-    def _check_best(self, state: dict[str, Any]) -> None:
+    def _check_best(self, state: TrainState) -> None:
         """``best.pt`` must hold the best epoch that ``last.pt`` records: a damaged or stale one is named
         now, not when someone loads it; a missing one is written again from ``last.pt``."""
-        if state["best"] is None:
+        if state.best is None:
             return
         path = self.run_dir / "best.pt"
         if not path.exists():
@@ -348,12 +366,17 @@ class Trainer:
             return
         best = load_checkpoint(path)
         weights = best.get("model") or {}
-        same = best.get("epoch") == state["best_epoch"] and weights.keys() == state["best"].keys()
-        if not (same and all(torch.equal(weights[k], v) for k, v in state["best"].items())):
+        same = best.get("epoch") == state.best_epoch and weights.keys() == state.best.keys()
+        if not (same and all(torch.equal(weights[k], v) for k, v in state.best.items())):
             raise CheckpointError(
-                f"{path}: does not hold the best epoch ({state['best_epoch']}) that last.pt records. last.pt "
+                f"{path}: does not hold the best epoch ({state.best_epoch}) that last.pt records. last.pt "
                 "has those weights: move best.pt away and rerun to have it written again."
             )
+
+
+def epoch_summary(record: dict[str, Any]) -> str:
+    """One line for a finished epoch's history record: what the trainer prints and a parent shows."""
+    return f"epoch {record['epoch']}: loss {record['loss']:.4f}  valid RankIC {record['valid_RankIC']:.4f}"
 
 
 def permute_stocks(x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -377,8 +400,8 @@ def term_gradient_norms(model: nn.Module, x: torch.Tensor, mask: torch.Tensor, y
     params = [p for group in groups.values() for p in group]
     out = model(x, mask, y)
     norms = {}
-    for term, value in out.loss_breakdown.items():
-        grads = torch.autograd.grad(model.weight(term) * value, params, retain_graph=True, allow_unused=True)
+    for term, value in out.loss_terms.items():
+        grads = torch.autograd.grad(model.loss_weights[term] * value, params, retain_graph=True, allow_unused=True)
         start = 0
         for name, group in groups.items():
             squares = sum(float(g.pow(2).sum()) for g in grads[start : start + len(group)] if g is not None)
@@ -419,7 +442,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def _quantizers(model: nn.Module) -> list[tuple[str, VectorQuantizer]]:
-    """The model's codebooks by branch (none for networks without them)."""
-    branches = (("ts", getattr(model, "ts", None)), ("cs", getattr(model, "cs", None)))
-    return [(name, branch.quantizer) for name, branch in branches if branch is not None]
+def _quantizers(model: nn.Module) -> dict[str, VectorQuantizer]:
+    """The network's codebooks by name (none for networks without ``quantizers()``)."""
+    return model.quantizers() if hasattr(model, "quantizers") else {}

@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import os
-import re
 import subprocess
 import sys
 import time
@@ -30,7 +29,9 @@ from storm_bt.data.calendar import nyse_sessions
 from storm_bt.data.provider import read_calendar
 from storm_bt.handlers.alpha158_us import label_horizon
 from storm_bt.io import atomic_write_text, exclusive, read_yaml
+from storm_bt.model.trainer import HISTORY
 from storm_bt.workflows.failure import QrunError, final_error
+from storm_bt.workflows.progress import EpochFollower, history_path
 from storm_bt.workflows.runs import tracking_uri
 from storm_bt.workflows.segments import Segments
 
@@ -55,7 +56,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-EPOCH_LINE = re.compile(r"^epoch \d+: loss ")
 DONE_MARKER = "qrun.done"  # in a run folder: qrun finished there; holds the wall seconds
 CHECKPOINTS = "checkpoints"  # in a run folder: a storm_bt model's checkpoints and training history
 
@@ -158,23 +158,20 @@ def run_qrun(
 ) -> None:
     """Run ``qrun`` on ``workflow_path`` in ``cwd`` (where its ``mlruns.db`` lands), logging to ``log_path``.
 
-    Each finished training epoch (the trainer's ``epoch N: ...`` line) is passed to ``progress``,
-    so a long qrun is not silent. Progress bars in the log refresh every few seconds only.
+    Each training epoch the run finishes (a record of its model's training history) is passed to
+    ``progress`` as one line, so a long qrun is not silent.
     """
     tracking_uri(cwd)  # a copied run folder records its artifacts in itself, not in the original
     cmd = [sys.executable, "-m", "qlib.cli.run", str(Path(workflow_path).resolve())]
     env = os.environ | {"TQDM_MININTERVAL": "5", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    history = history_path(load_workflow(workflow_path), cwd) if progress is not None else None
     with (
         open(log_path, "wb") as fh,
-        subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) as proc,
+        EpochFollower(history, progress or (lambda line: None)),
     ):
-        for line in proc.stdout:
-            fh.write(line)
-            shown = line.split(b"\r")[-1].decode(errors="replace").strip()
-            if progress is not None and EPOCH_LINE.match(shown):
-                progress(shown)
-    if proc.returncode != 0:
-        raise QrunError(f"qrun failed (exit code {proc.returncode}): {final_error(log_path)} Full log: {log_path}")
+        returncode = subprocess.run(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, env=env, check=False).returncode
+    if returncode != 0:
+        raise QrunError(f"qrun failed (exit code {returncode}): {final_error(log_path)} Full log: {log_path}")
 
 
 def qrun_finished(run_dir: str | Path) -> bool:
@@ -207,7 +204,7 @@ def qrun_wall(run_dir: str | Path) -> float:
 
 def best_valid_rank_ic(run_dir: str | Path) -> float:
     """The valid RankIC of the epoch a storm_bt model kept (NaN for models without a training history)."""
-    history = Path(run_dir) / CHECKPOINTS / "history.json"
+    history = Path(run_dir) / CHECKPOINTS / HISTORY
     if not history.is_file():
         return float("nan")
     scores = [r["valid_RankIC"] for r in json.loads(history.read_text()) if math.isfinite(r["valid_RankIC"])]
