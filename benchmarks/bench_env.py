@@ -4,7 +4,7 @@ and backtrader bars/s when it replays a policy.
     python benchmarks/bench_env.py [--bars 3000] [--envs 256] [--steps 2000]
 
 The reference, measured in the same run, is the same rules in plain Python: the kernel's own
-source run uninterpreted by numba (``execute.py_func``), one environment after another. Market:
+source run uninterpreted by numba (``execute_nb.py_func``), one environment after another. Market:
 a random walk of ``--bars`` daily bars with 264-wide features (the small preset's pooled STORM
 vector). Target (issue 4): the batched env at least 100x the plain-Python reference.
 
@@ -23,7 +23,7 @@ import numpy as np
 
 from storm_bt.bridge import replay
 from storm_bt.env import EnvConfig, TradingEnv, TradingVecEnv
-from storm_bt.env.kernel import execute
+from storm_bt.env.kernel import execute_nb
 from storm_bt.env.rollout import rollout
 
 FEATURES = 264
@@ -38,7 +38,8 @@ def _market(bars: int, assets: int, seed: int = 0) -> tuple[np.ndarray, np.ndarr
 
 def plain_python_steps_per_s(opens: np.ndarray, closes: np.ndarray, envs: int, steps: int) -> float:
     """The same rules, interpreted, for ``envs`` accounts stepped one by one."""
-    rules = execute.py_func
+    execute = execute_nb.py_func
+    rules = EnvConfig(commission_bps=10, slippage_bps=5).rules
     rng = np.random.default_rng(1)
     cash, shares = [1e6] * envs, [0] * envs
     n_bars = closes.shape[1]
@@ -49,8 +50,8 @@ def plain_python_steps_per_s(opens: np.ndarray, closes: np.ndarray, envs: int, s
         for i in range(envs):
             a = i % len(closes)
             before = cash[i] + shares[i] * closes[a, t]
-            cash[i], shares[i], _, _, _, after = rules(
-                t, cash[i], shares[i], float(actions[i]), True, opens[a], closes[a], 0, 0.001, 0.0005
+            cash[i], shares[i], _, _, _, after, _ = execute(
+                t, cash[i], shares[i], float(actions[i]), opens[a], closes[a], rules
             )
             math.log(after / before)
     return envs * steps / (time.perf_counter() - start)

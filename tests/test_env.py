@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from stable_baselines3.common.env_checker import check_env
 
 from storm_bt.env import ENV_ID, EnvConfig, TradingEnv, TradingVecEnv
-from storm_bt.env.kernel import FILL_CLOSE, FILL_NEXT_OPEN, execute
+from storm_bt.env.enums import Action, Fill, OrderStatus, Rules
+from storm_bt.env.kernel import execute_nb
 
 
 def market(n: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DatetimeIndex]:
@@ -37,22 +38,22 @@ prices = st.floats(1.0, 500.0)
     p_close1=prices,
     commission=st.floats(0.0, 0.01),
     slippage=st.floats(0.0, 0.01),
-    fill=st.sampled_from([FILL_NEXT_OPEN, FILL_CLOSE]),
+    fill=st.sampled_from(list(Fill)),
 )
 def test_kernel_accounting(cash, shares, action, p_open, p_close0, p_close1, commission, slippage, fill):
     discrete = action in (0.0, 1.0, 2.0) and action == int(action)
     if shares < 0 and discrete:
         shares = -shares  # discrete trading is long-only
     opens, closes = np.array([p_close0, p_open]), np.array([p_close0, p_close1])
-    new_cash, new_shares, px, traded, cost, value = execute(
-        0, cash, shares, action, discrete, opens, closes, fill, commission, slippage
+    new_cash, new_shares, px, traded, cost, value, status = execute_nb(
+        0, cash, shares, action, opens, closes, Rules(discrete, int(fill), commission, slippage)
     )
     assert new_cash >= -1e-6 * max(1.0, cash)  # never negative (float rounding aside)
     assert new_shares == shares + traded and isinstance(new_shares, int)
     assert cost == pytest.approx(commission * abs(traded) * px, rel=1e-12, abs=1e-9)  # charged once
     assert new_cash == pytest.approx(cash - traded * px - cost, rel=1e-12, abs=1e-6)
     assert value == pytest.approx(new_cash + new_shares * p_close1, rel=1e-12, abs=1e-6)
-    base = p_open if fill == FILL_NEXT_OPEN else p_close0
+    base = p_open if fill == Fill.NEXT_OPEN else p_close0
     if traded > 0:
         assert px == pytest.approx(base * (1 + slippage))
         assert (traded + 1) * px * (1 + commission) > cash or discrete is False  # buy-all buys all it can
@@ -61,7 +62,38 @@ def test_kernel_accounting(cash, shares, action, p_open, p_close0, p_close1, com
     if discrete and int(action) == 0:
         assert new_shares == 0
     if discrete and int(action) == 1:
-        assert traded == 0
+        assert traded == 0 and status == OrderStatus.NO_ORDER
+    assert (status == OrderStatus.FILLED) == (traded != 0 and status != OrderStatus.CUT_BY_CASH)
+    if status == OrderStatus.NO_CASH:  # a buy that cannot afford one share
+        assert traded == 0 and base * (1 + slippage) * (1 + commission) > cash
+    if status == OrderStatus.CUT_BY_CASH:  # only a continuous target is cut; a buy-all buys what cash affords
+        assert not discrete and traded > 0 and (traded + 1) * px * (1 + commission) > cash
+
+
+@pytest.mark.parametrize(
+    ("action", "cash", "shares", "status", "traded"),
+    [
+        (Action.HOLD, 1e4, 10, OrderStatus.NO_ORDER, 0),
+        (Action.SELL_ALL, 1e4, 0, OrderStatus.NO_ORDER, 0),
+        (Action.SELL_ALL, 1e4, 10, OrderStatus.FILLED, -10),
+        (Action.BUY_ALL, 1e4, 0, OrderStatus.FILLED, 99),  # 10,000 / (100 * 1.001 * 1.0005): buys all it can
+        (Action.BUY_ALL, 50.0, 10, OrderStatus.NO_CASH, 0),
+        (0.5, 1e4, 0, OrderStatus.FILLED, 50),  # half of 10,000 at 100
+        (1.0, 1e4, 0, OrderStatus.CUT_BY_CASH, 99),  # wants 100, costs push one out of reach
+    ],
+)
+def test_the_order_status_names_what_became_of_the_action(action, cash, shares, status, traded):
+    prices = np.array([100.0, 100.0])
+    step = execute_nb(0, cash, shares, float(action), prices, prices, Rules(isinstance(action, Action), 0, 5e-4, 1e-3))
+    assert (step.status, step.traded) == (status, traded)
+
+
+def test_env_info_carries_the_order_status():
+    features, opens, closes, dates = market()
+    env = TradingEnv(features, opens, closes, dates)
+    assert env.reset(seed=0)[1]["status"] is OrderStatus.NO_ORDER
+    statuses = [env.step(Action.BUY_ALL)[4]["status"] for _ in range(2)]
+    assert statuses == [OrderStatus.FILLED, OrderStatus.NO_CASH]  # the second buy finds too little cash left
 
 
 @pytest.mark.parametrize("action", ["discrete", "continuous"])
@@ -199,7 +231,7 @@ def test_vec_env_matches_single_envs_step_for_step():
         results = [env.step(int(a)) for env, a in zip(singles, actions, strict=True)]
         np.testing.assert_allclose(rewards, [r[1] for r in results], rtol=1e-5, atol=1e-7)
         if not dones.any():  # after the last step the batch has already reset its accounts
-            np.testing.assert_allclose(vec.value, [env.value for env in singles], rtol=1e-9)
+            np.testing.assert_allclose(vec.accounts.value, [env.value for env in singles], rtol=1e-9)
         assert dones.all() == (step == len(closes[0]) - 2) and dones.all() == dones.any()
 
 
@@ -209,10 +241,10 @@ def test_vec_env_random_starts_and_auto_reset():
         features[None], opens[None], closes[None], n_envs=8, config=EnvConfig(episode_length=10), seed=1
     )
     vec.reset()
-    assert len(set(vec.t.tolist())) > 1  # random starts
+    assert len(set(vec.accounts.t.tolist())) > 1  # random starts
     for _ in range(10):
         _, _, dones, infos = vec.step(np.full(8, 2))
     assert dones.all() and all(i["TimeLimit.truncated"] for i in infos)
-    assert (vec.value == 1_000_000.0).all() and (vec.shares == 0).all()  # every account was reset
+    assert (vec.accounts.value == 1_000_000.0).all() and (vec.accounts.shares == 0).all()  # every account was reset
     with pytest.raises(ValueError, match="not in"):
         vec.step(np.full(8, 3))

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from storm_bt.pipelines.golden import compare, diff_table, refresh
+from storm_bt.pipelines.golden import MACHINE_KEY, compare, diff_table, machine, refresh
 
 GOLDEN = {
     "synth.topk.CW": {"value": 1.2345, "rel": 1e-9},
@@ -48,3 +48,12 @@ def test_refresh_rewrites_values_and_keeps_bands(tmp_path) -> None:
         "storm.Rank IC": {"value": 0.05, "abs": 0.02},
         "synth.topk.CW": {"value": 2.0, "rel": 1e-9},
     }
+
+
+def test_values_bound_to_a_machine_record_it_and_compare_only_the_metrics(tmp_path) -> None:
+    path = tmp_path / "golden.json"
+    refresh(path, {"storm.IC": 0.05}, {"abs": 1e-6}, recorded_on=machine())
+    golden = json.loads(path.read_text())
+    assert golden[MACHINE_KEY] == machine() and set(machine()) == {"cpu", "torch", "numpy"}
+    assert compare({"storm.IC": 0.05}, golden) == []
+    assert [d.metric for d in compare({"storm.IC": 0.06}, golden)] == ["storm.IC"]

@@ -25,7 +25,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
 from storm_bt.agents.states import STATES, StockMarket
-from storm_bt.env.kernel import ACTION_BUY_ALL
+from storm_bt.env.enums import Action
 from storm_bt.env.rollout import Episode, rollout
 from storm_bt.env.trading_env import EnvConfig, TradingEnv
 from storm_bt.env.vec_env import TradingVecEnv
@@ -77,7 +77,7 @@ BUY_AND_HOLD = AgentSpec(name="buy_and_hold", algo="buy_and_hold", state="prices
 
 def buy_and_hold(observation: np.ndarray) -> int:
     """Buy with all cash at the first fill and keep the shares."""
-    return ACTION_BUY_ALL
+    return Action.BUY_ALL
 
 
 def greedy(model: BaseAlgorithm) -> Policy:

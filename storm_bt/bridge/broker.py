@@ -25,9 +25,9 @@ def make_cerebro(config: EnvConfig) -> bt.Cerebro:
     broker = cerebro.broker
     broker.setcash(config.initial_cash)
     broker.setcommission(
-        commission=config.commission_rate, commtype=bt.CommInfoBase.COMM_PERC, stocklike=True, percabs=True
+        commission=config.rules.commission, commtype=bt.CommInfoBase.COMM_PERC, stocklike=True, percabs=True
     )
-    broker.set_slippage_perc(config.slippage_rate, slip_open=True, slip_limit=True, slip_match=True, slip_out=True)
+    broker.set_slippage_perc(config.rules.slippage, slip_open=True, slip_limit=True, slip_match=True, slip_out=True)
     broker.set_checksubmit(False)
     if config.fill == "next_open":
         broker.set_coo(True)

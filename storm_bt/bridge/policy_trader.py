@@ -8,7 +8,7 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 
-from storm_bt.env.kernel import account_features, order_shares
+from storm_bt.env.kernel import account_features_nb, order_nb
 from storm_bt.env.trading_env import EnvConfig
 
 __all__ = ["PolicyTrader"]
@@ -39,7 +39,7 @@ class PolicyTrader(bt.Strategy):
     def observation(self) -> np.ndarray:
         """Exactly the env's observation at this bar, float32."""
         cash, value = self.broker.getcash(), self.broker.getvalue()
-        account = account_features(self.position.size, self.data.close[0], cash, value, self.p.config.initial_cash)
+        account = account_features_nb(self.position.size, self.data.close[0], cash, value, self.p.config.initial_cash)
         return np.array([line[0] for line in self._features] + list(account), dtype=np.float32)
 
     def next(self) -> None:
@@ -80,12 +80,8 @@ class PolicyTrader(bt.Strategy):
             raise RuntimeError(f"backtrader refused an order the env would fill: {order}")
 
     def _order(self, action: float, price: float, close_now: float) -> None:
-        cfg = self.p.config
-        delta, _ = order_shares(
-            cfg.discrete, action, self.broker.getcash(), int(self.position.size), close_now, price,
-            cfg.commission_rate, cfg.slippage_rate,
-        )  # fmt: skip
-        if delta > 0:
-            self.buy(size=delta)
-        elif delta < 0:
-            self.sell(size=-delta)
+        order = order_nb(self.p.config.rules, action, self.broker.getcash(), int(self.position.size), close_now, price)
+        if order.shares > 0:
+            self.buy(size=order.shares)
+        elif order.shares < 0:
+            self.sell(size=-order.shares)

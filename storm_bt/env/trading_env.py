@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 import pandas as pd
 
-from storm_bt.env.kernel import BANKRUPT_REWARD, FILL_CLOSE, FILL_NEXT_OPEN, account_features, execute
+from storm_bt.env.enums import BANKRUPT_REWARD, Fill, OrderStatus, Rules
+from storm_bt.env.kernel import account_features_nb, execute_nb
 
 __all__ = ["EnvConfig", "TradingEnv", "check_market"]
 
-FILLS = {"next_open": FILL_NEXT_OPEN, "close": FILL_CLOSE}
+FILLS = {code.name.lower(): code for code in Fill}  # EnvConfig.fill names a Fill code
 ACCOUNT_FEATURES = 3
 
 
@@ -49,22 +51,14 @@ class EnvConfig:
         if self.episode_length is not None and self.episode_length < 1:
             raise ValueError(f"episode_length must be positive or None, got {self.episode_length}.")
 
-    # the kernel's arguments, derived here once for every shell
     @property
     def discrete(self) -> bool:
         return self.action == "discrete"
 
-    @property
-    def fill_code(self) -> int:
-        return FILLS[self.fill]
-
-    @property
-    def commission_rate(self) -> float:
-        return self.commission_bps / 1e4
-
-    @property
-    def slippage_rate(self) -> float:
-        return self.slippage_bps / 1e4
+    @cached_property
+    def rules(self) -> Rules:
+        """The kernel's arguments, derived here once for every shell (and the backtrader broker)."""
+        return Rules(self.discrete, int(FILLS[self.fill]), self.commission_bps / 1e4, self.slippage_bps / 1e4)
 
     def action_space(self) -> gym.spaces.Space:
         return gym.spaces.Discrete(3) if self.discrete else gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
@@ -134,7 +128,7 @@ class TradingEnv(gym.Env):
             self._end = self._t + length
         self.cash, self.shares = float(self.config.initial_cash), 0
         self.value = self.cash
-        return self._observation(), self._info(traded=0, cost=0.0, price=float("nan"))
+        return self._observation(), self._info(traded=0, cost=0.0, price=float("nan"), status=OrderStatus.NO_ORDER)
 
     def step(self, action):
         if not hasattr(self, "_t"):
@@ -142,17 +136,16 @@ class TradingEnv(gym.Env):
         act = self._checked_action(action)
         if self._t >= self._end:
             raise RuntimeError("The episode is over: call reset() before step().")
-        cfg, before = self.config, self.value
-        self.cash, self.shares, price, traded, cost, self.value = execute(
-            self._t, self.cash, self.shares, act, cfg.discrete, self.opens, self.closes,
-            cfg.fill_code, cfg.commission_rate, cfg.slippage_rate,
-        )  # fmt: skip
+        before = self.value
+        step = execute_nb(self._t, self.cash, self.shares, act, self.opens, self.closes, self.config.rules)
+        self.cash, self.shares, self.value = step.cash, step.shares, step.value
         self._t += 1
         bankrupt = self.value <= 0
         reward = math.log(self.value / before) if not bankrupt else BANKRUPT_REWARD
         terminated = bankrupt or self._t >= len(self.closes) - 1
         truncated = not terminated and self._t >= self._end
-        return self._observation(), reward, terminated, truncated, self._info(traded, cost, price)
+        info = self._info(step.traded, step.cost, step.price, OrderStatus(step.status))
+        return self._observation(), reward, terminated, truncated, info
 
     # -- helpers ------------------------------------------------------------------------------------
 
@@ -169,10 +162,10 @@ class TradingEnv(gym.Env):
 
     def _observation(self) -> np.ndarray:
         t = self._t
-        account = account_features(self.shares, self.closes[t], self.cash, self.value, self.config.initial_cash)
+        account = account_features_nb(self.shares, self.closes[t], self.cash, self.value, self.config.initial_cash)
         return np.concatenate([self.features[t], np.array(account, dtype=np.float32)])
 
-    def _info(self, traded: int, cost: float, price: float) -> dict[str, Any]:
+    def _info(self, traded: int, cost: float, price: float, status: OrderStatus) -> dict[str, Any]:
         return {
             "date": self.dates[self._t],
             "value": self.value,
@@ -181,4 +174,5 @@ class TradingEnv(gym.Env):
             "traded": traded,
             "cost": cost,
             "price": price,
+            "status": status,
         }

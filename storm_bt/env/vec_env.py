@@ -1,7 +1,7 @@
 """Many trading environments stepped by one jitted call: a stable-baselines3 ``VecEnv``.
 
 SB3's ``DummyVecEnv`` steps Python environments one by one; here all accounts live in arrays
-and :func:`storm_bt.env.kernel.step_batch` advances them together, so PPO can collect rollouts
+and :func:`storm_bt.env.kernel.step_batch_nb` advances them together, so PPO can collect rollouts
 over many stocks and start dates at the cost of one call per step. Environment ``i`` trades
 asset ``i % n_assets``; an episode that ends is reset at once (its last observation is in
 ``info["terminal_observation"]``, as SB3 expects).
@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 from stable_baselines3.common.vec_env import VecEnv
 
-from storm_bt.env.kernel import observe_batch, step_batch
+from storm_bt.env.enums import Accounts, Market
+from storm_bt.env.kernel import observe_batch_nb, step_batch_nb
 from storm_bt.env.trading_env import ACCOUNT_FEATURES, EnvConfig, check_market
 
 __all__ = ["TradingVecEnv"]
@@ -55,11 +56,13 @@ class TradingVecEnv(VecEnv):
         super().__init__(n_envs, observation_space, self.config.action_space())
         self._rng = np.random.default_rng(seed)
         self.asset = np.arange(n_envs) % len(self.features)
-        self.t = np.zeros(n_envs, dtype=np.int64)
         self.end = np.zeros(n_envs, dtype=np.int64)
-        self.cash = np.zeros(n_envs)
-        self.shares = np.zeros(n_envs, dtype=np.int64)
-        self.value = np.zeros(n_envs)
+        self.accounts = Accounts(
+            t=np.zeros(n_envs, dtype=np.int64), cash=np.zeros(n_envs), shares=np.zeros(n_envs, dtype=np.int64),
+            value=np.zeros(n_envs),
+        )  # fmt: skip
+        self.status = np.zeros(n_envs, dtype=np.int8)  # each account's last OrderStatus code
+        self._market = Market(self.features, self.opens, self.closes)
         self._actions = np.zeros(n_envs)
         self._rewards = np.zeros(n_envs)
         self._obs = np.zeros((n_envs, dim), dtype=np.float32)
@@ -84,13 +87,11 @@ class TradingVecEnv(VecEnv):
         self._actions = actions
 
     def step_wait(self):
-        cfg = self.config
-        step_batch(
-            self.t, self.cash, self.shares, self._actions, cfg.discrete, self.asset, self.opens, self.closes,
-            cfg.fill_code, cfg.commission_rate, cfg.slippage_rate, self.value, self._rewards,
-        )  # fmt: skip
-        terminated = (self.value <= 0) | (self.t >= self._last)
-        truncated = ~terminated & (self.t >= self.end)
+        step_batch_nb(
+            self.accounts, self._actions, self.asset, self._market, self.config.rules, self._rewards, self.status
+        )
+        terminated = (self.accounts.value <= 0) | (self.accounts.t >= self._last)
+        truncated = ~terminated & (self.accounts.t >= self.end)
         done = terminated | truncated
         obs = self._observations(self._all)
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
@@ -131,27 +132,16 @@ class TradingVecEnv(VecEnv):
     def _restart(self, envs: np.ndarray) -> None:
         length = self.config.episode_length
         if length is None:
-            self.t[envs] = 0
+            self.accounts.t[envs] = 0
             self.end[envs] = self._last
         else:
-            self.t[envs] = self._rng.integers(0, self._last - length + 1, size=len(envs))
-            self.end[envs] = self.t[envs] + length
-        self.cash[envs] = self.config.initial_cash
-        self.shares[envs] = 0
-        self.value[envs] = self.config.initial_cash
+            self.accounts.t[envs] = self._rng.integers(0, self._last - length + 1, size=len(envs))
+            self.end[envs] = self.accounts.t[envs] + length
+        self.accounts.cash[envs] = self.config.initial_cash
+        self.accounts.shares[envs] = 0
+        self.accounts.value[envs] = self.config.initial_cash
 
     def _observations(self, envs: np.ndarray) -> np.ndarray:
         """The observation buffer with the rows of ``envs`` brought up to date."""
-        observe_batch(
-            envs,
-            self.t,
-            self.cash,
-            self.shares,
-            self.value,
-            self.asset,
-            self.features,
-            self.closes,
-            self.config.initial_cash,
-            self._obs,
-        )
+        observe_batch_nb(envs, self.accounts, self.asset, self._market, self.config.initial_cash, self._obs)
         return self._obs

@@ -3,18 +3,24 @@ its own tolerance band, and say what moved in a table a person can read.
 
 A golden file is JSON: ``{"metric": {"value": 1.23, "abs": 1e-6}}`` (an absolute band) or
 ``{"rel": 1e-3}`` (relative to the golden value). Refreshing rewrites the values and keeps the bands.
+Values that only one machine reproduces (a trained model's: CPUs and library builds round
+differently, and training amplifies it) carry the machine they were recorded on under ``_machine``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import platform
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 from storm_bt.io import atomic_write_text
 
-__all__ = ["Drift", "compare", "diff_table", "refresh"]
+__all__ = ["MACHINE_KEY", "Drift", "compare", "diff_table", "machine", "refresh"]
+
+MACHINE_KEY = "_machine"
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,18 @@ class Drift:
         return math.nan if self.golden is None or self.got is None else self.got - self.golden
 
 
+def machine() -> dict[str, str]:
+    """What a trained model's float rounding depends on: the CPU model and the numeric libraries."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
+        cpu = names[0] if names else cpu
+    return {"cpu": cpu, **{package: version(package) for package in ("torch", "numpy")}}
+
+
 def _band(entry: dict) -> float:
     return float(entry["abs"]) if "abs" in entry else abs(float(entry["value"])) * float(entry["rel"])
 
@@ -36,6 +54,7 @@ def _band(entry: dict) -> float:
 def compare(measured: dict[str, float], golden: dict[str, dict]) -> list[Drift]:
     """Every metric outside its band, missing on either side, or NaN where the golden is not."""
     drifts = []
+    golden = {metric: entry for metric, entry in golden.items() if metric != MACHINE_KEY}
     for metric in sorted(set(measured) | set(golden)):
         entry, got = golden.get(metric), measured.get(metric)
         if entry is None or got is None:
@@ -58,11 +77,14 @@ def diff_table(drifts: list[Drift]) -> str:
     return "\n".join(rows)
 
 
-def refresh(path: str | Path, measured: dict[str, float], default_band: dict[str, float]) -> None:
-    """Write the measured values as the new golden ones, keeping each metric's band (or the default)."""
+def refresh(
+    path: str | Path, measured: dict[str, float], default_band: dict[str, float], recorded_on: dict | None = None
+) -> None:
+    """Write the measured values as the new golden ones, keeping each metric's band (or the default);
+    ``recorded_on`` (a :func:`machine`) binds them to the machine that measured them."""
     path = Path(path)
     old = json.loads(path.read_text()) if path.is_file() else {}
-    new = {}
+    new = {} if recorded_on is None else {MACHINE_KEY: recorded_on}
     for metric, value in sorted(measured.items()):
         band = {k: v for k, v in old.get(metric, default_band).items() if k in ("abs", "rel")}
         new[metric] = {"value": value, **band}

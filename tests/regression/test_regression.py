@@ -25,7 +25,7 @@ from storm_bt.data.testing import shared_data_dir
 from storm_bt.env.rollout import rollout
 from storm_bt.env.trading_env import EnvConfig, TradingEnv
 from storm_bt.metrics import portfolio_metrics
-from storm_bt.pipelines.golden import compare, diff_table, refresh
+from storm_bt.pipelines.golden import MACHINE_KEY, compare, diff_table, machine, refresh
 
 pytestmark = pytest.mark.regression
 HERE = Path(__file__).parent
@@ -34,15 +34,34 @@ PAPER_STOCKS = ("AAPL", "JPM", "IBM", "INTC", "MSFT")
 EXACT = {"rel": 1e-9}  # pure accounting: only float noise may move these
 
 
-def check_golden(name: str, measured: dict[str, float], default_band: dict[str, float]) -> None:
-    path = HERE / f"golden_{name}.json"
+def golden_path(name: str) -> Path:
+    return HERE / f"golden_{name}.json"
+
+
+def check_golden(name: str, measured: dict[str, float], default_band: dict[str, float], bound: bool = False) -> None:
+    """``bound``: the values are reproducible on the machine that recorded them only (see ``skip_elsewhere``)."""
+    path = golden_path(name)
     if os.environ.get("STORM_BT_REFRESH_GOLDEN"):
-        refresh(path, measured, default_band)
+        refresh(path, measured, default_band, recorded_on=machine() if bound else None)
         pytest.skip(f"golden values refreshed in {path}")
     if not path.is_file():
         pytest.fail(f"{path} is missing; create it with STORM_BT_REFRESH_GOLDEN=1 tox -e regression")
     drifts = compare(measured, json.loads(path.read_text()))
     assert not drifts, f"{len(drifts)} metric(s) moved out of their band ({path.name}):\n{diff_table(drifts)}"
+
+
+def skip_elsewhere(name: str) -> None:
+    """Skip, naming both machines, when the golden values were recorded on another CPU or library build:
+    there they cannot tell a regression from rounding. Refreshing records this machine's values."""
+    path = golden_path(name)
+    if os.environ.get("STORM_BT_REFRESH_GOLDEN") or not path.is_file():
+        return
+    recorded = json.loads(path.read_text()).get(MACHINE_KEY)
+    if recorded != machine():
+        pytest.skip(
+            f"{path.name} was recorded on {recorded}, this machine is {machine()}: refresh it here "
+            "(STORM_BT_REFRESH_GOLDEN=1 tox -e regression) at a known-good commit to check later changes"
+        )
 
 
 def _trading_metrics(prefix: str, bars: dict[str, pd.DataFrame], seed: int) -> dict[str, float]:
@@ -98,13 +117,14 @@ def test_synthetic_storm_quickstart(tmp_path) -> None:
     of another kind may round differently, and a 5-name portfolio amplifies any change of the scores
     (runs that differed by float rounding moved CW by 0.1): refresh the golden values there.
     """
+    skip_elsewhere("storm_synth")
     cmd = [sys.executable, "-m", "storm_bt.cli", "quickstart", "--run-dir", str(tmp_path / "qs")]
     env = os.environ | {"OMP_NUM_THREADS": "2"}  # the thread count changes the rounding; qrun inherits it
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = pd.read_json(tmp_path / "qs" / "metrics.json", typ="series")
     keys = ("Rank IC", "Rank ICIR", "IC", "paper.CW", "paper.MDD", "paper.ASR")
-    check_golden("storm_synth", {f"storm.{k}": float(metrics[k]) for k in keys}, {"abs": 1e-6})
+    check_golden("storm_synth", {f"storm.{k}": float(metrics[k]) for k in keys}, {"abs": 1e-6}, bound=True)
 
 
 def test_dj30_backtests() -> None:
