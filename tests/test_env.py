@@ -230,6 +230,7 @@ def test_vec_env_matches_single_envs_step_for_step():
         _, rewards, dones, _ = vec.step(actions)
         results = [env.step(int(a)) for env, a in zip(singles, actions, strict=True)]
         np.testing.assert_allclose(rewards, [r[1] for r in results], rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(vec.status, [r[4]["status"] for r in results])
         if not dones.any():  # after the last step the batch has already reset its accounts
             np.testing.assert_allclose(vec.accounts.value, [env.value for env in singles], rtol=1e-9)
         assert dones.all() == (step == len(closes[0]) - 2) and dones.all() == dones.any()

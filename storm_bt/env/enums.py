@@ -12,7 +12,18 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["BANKRUPT_REWARD", "Accounts", "Action", "Fill", "Market", "Order", "OrderStatus", "Rules", "Step"]
+__all__ = [
+    "BANKRUPT_REWARD",
+    "Accounts",
+    "Action",
+    "BatchStep",
+    "Fill",
+    "Market",
+    "Order",
+    "OrderStatus",
+    "Rules",
+    "Step",
+]
 
 BANKRUPT_REWARD = -10.0  # reward of a step that wipes out the portfolio (ends the episode)
 
@@ -82,6 +93,16 @@ class Accounts(NamedTuple):
     """The batch's accounts, one row per environment, updated in place by the kernel."""
 
     t: np.ndarray  # current bar
+    end: np.ndarray  # the bar at which the episode is truncated
     cash: np.ndarray
     shares: np.ndarray
     value: np.ndarray  # marked at the close of ``t``
+
+
+class BatchStep(NamedTuple):
+    """What a batched step writes for each account."""
+
+    rewards: np.ndarray  # float32: log change of the value, ``BANKRUPT_REWARD`` once it is gone
+    statuses: np.ndarray  # ``OrderStatus`` codes
+    dones: np.ndarray  # the episode ended: terminated or truncated
+    truncated: np.ndarray  # ended by ``Accounts.end``, not by bankruptcy or the market's last bar

@@ -24,11 +24,43 @@ import math
 import numpy as np
 from numba import njit
 
-from storm_bt.env.enums import BANKRUPT_REWARD, Accounts, Action, Fill, Market, Order, OrderStatus, Rules, Step
+from storm_bt.env.enums import (
+    BANKRUPT_REWARD,
+    Accounts,
+    Action,
+    BatchStep,
+    Fill,
+    Market,
+    Order,
+    OrderStatus,
+    Rules,
+    Step,
+)
 
-__all__ = ["account_features_nb", "execute_nb", "observe_batch_nb", "order_nb", "step_batch_nb"]
+__all__ = [
+    "account_features_nb",
+    "execute_nb",
+    "first_invalid_action_nb",
+    "observe_batch_nb",
+    "order_nb",
+    "step_batch_nb",
+]
 
 BUY_ALL_SHARES = np.iinfo(np.int64).max  # the target of a buy-all: order_nb cuts it to what cash affords
+
+
+@njit(cache=True)
+def first_invalid_action_nb(actions: np.ndarray, discrete: bool) -> int:
+    """Index of the first action outside the action space (an ``Action`` code, or a target in [-1, 1]); -1 if none."""
+    for i in range(len(actions)):
+        a = actions[i]
+        if discrete:
+            valid = a == math.floor(a) and Action.SELL_ALL.value <= a <= Action.BUY_ALL.value
+        else:
+            valid = abs(a) <= 1  # False for NaN
+        if not valid:
+            return i
+    return -1
 
 
 @njit(cache=True)
@@ -86,11 +118,12 @@ def step_batch_nb(
     asset: np.ndarray,
     market: Market,
     rules: Rules,
-    rewards: np.ndarray,
-    statuses: np.ndarray,
-) -> None:
-    """Step every account ``i`` of a batch in place on its asset ``asset[i]``; ``rewards`` receives the
-    log change of its value (``BANKRUPT_REWARD`` when the value is gone), ``statuses`` its order's status."""
+    out: BatchStep,
+) -> int:
+    """Step every account ``i`` of a batch in place on its asset ``asset[i]`` and fill ``out``; returns
+    how many episodes ended (bankrupt or at the market's last bar: terminated; at ``accounts.end``: truncated)."""
+    last = market.closes.shape[1] - 1
+    ended = 0
     for i in range(len(actions)):
         a = asset[i]
         before = accounts.value[i]
@@ -101,8 +134,13 @@ def step_batch_nb(
         accounts.shares[i] = step.shares
         accounts.value[i] = step.value
         accounts.t[i] += 1
-        rewards[i] = math.log(step.value / before) if step.value > 0 and before > 0 else BANKRUPT_REWARD
-        statuses[i] = step.status
+        out.rewards[i] = math.log(step.value / before) if step.value > 0 and before > 0 else BANKRUPT_REWARD
+        out.statuses[i] = step.status
+        terminated = step.value <= 0 or accounts.t[i] >= last
+        out.truncated[i] = not terminated and accounts.t[i] >= accounts.end[i]
+        out.dones[i] = terminated or out.truncated[i]
+        ended += out.dones[i]
+    return ended
 
 
 @njit(cache=True)
@@ -113,7 +151,8 @@ def observe_batch_nb(
     width = market.features.shape[2]
     for i in envs:
         a, bar = asset[i], accounts.t[i]
-        obs[i, :width] = market.features[a, bar]
+        for k in range(width):  # an element loop: numba compiles it to a plain copy, 3x faster than a slice
+            obs[i, k] = market.features[a, bar, k]
         obs[i, width], obs[i, width + 1], obs[i, width + 2] = account_features_nb(
             accounts.shares[i], market.closes[a, bar], accounts.cash[i], accounts.value[i], initial_cash
         )

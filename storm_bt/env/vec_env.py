@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from stable_baselines3.common.vec_env import VecEnv
 
-from storm_bt.env.enums import Accounts, Market
-from storm_bt.env.kernel import observe_batch_nb, step_batch_nb
+from storm_bt.env.enums import Accounts, BatchStep, Market
+from storm_bt.env.kernel import first_invalid_action_nb, observe_batch_nb, step_batch_nb
 from storm_bt.env.trading_env import ACCOUNT_FEATURES, EnvConfig, check_market
 
 __all__ = ["TradingVecEnv"]
@@ -56,52 +56,44 @@ class TradingVecEnv(VecEnv):
         super().__init__(n_envs, observation_space, self.config.action_space())
         self._rng = np.random.default_rng(seed)
         self.asset = np.arange(n_envs) % len(self.features)
-        self.end = np.zeros(n_envs, dtype=np.int64)
         self.accounts = Accounts(
-            t=np.zeros(n_envs, dtype=np.int64), cash=np.zeros(n_envs), shares=np.zeros(n_envs, dtype=np.int64),
+            t=np.zeros(n_envs, dtype=np.int64),
+            end=np.zeros(n_envs, dtype=np.int64),
+            cash=np.zeros(n_envs),
+            shares=np.zeros(n_envs, dtype=np.int64),
             value=np.zeros(n_envs),
-        )  # fmt: skip
+        )
         self.status = np.zeros(n_envs, dtype=np.int8)  # each account's last OrderStatus code
         self._market = Market(self.features, self.opens, self.closes)
         self._actions = np.zeros(n_envs)
-        self._rewards = np.zeros(n_envs)
-        self._obs = np.zeros((n_envs, dim), dtype=np.float32)
         self._all = np.arange(n_envs)
 
     # -- VecEnv API ---------------------------------------------------------------------------------
 
     def reset(self) -> np.ndarray:
         self._restart(self._all)
-        return self._observations(self._all)
+        return self._observe(self._all, self._new_observations())
 
     def step_async(self, actions: np.ndarray) -> None:
         actions = np.asarray(actions, dtype=np.float64).reshape(self.num_envs)
-        if self.config.discrete:
-            bad = (actions != np.round(actions)) | (actions < 0) | (actions > 2)
-        else:
-            bad = ~np.isfinite(actions) | (np.abs(actions) > 1)
-        if bad.any():
-            raise ValueError(
-                f"Action {actions[np.argmax(bad)]!r} of env {int(np.argmax(bad))} is not in {self.action_space}."
-            )
+        bad = first_invalid_action_nb(actions, self.config.discrete)
+        if bad >= 0:
+            raise ValueError(f"Action {actions[bad]!r} of env {bad} is not in {self.action_space}.")
         self._actions = actions
 
     def step_wait(self):
-        step_batch_nb(
-            self.accounts, self._actions, self.asset, self._market, self.config.rules, self._rewards, self.status
-        )
-        terminated = (self.accounts.value <= 0) | (self.accounts.t >= self._last)
-        truncated = ~terminated & (self.accounts.t >= self.end)
-        done = terminated | truncated
-        obs = self._observations(self._all)
-        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
-        if done.any():
-            restarted = np.flatnonzero(done)
+        n = self.num_envs
+        out = BatchStep(np.empty(n, np.float32), self.status, np.empty(n, np.bool_), np.empty(n, np.bool_))
+        ended = step_batch_nb(self.accounts, self._actions, self.asset, self._market, self.config.rules, out)
+        obs = self._observe(self._all, self._new_observations())
+        infos: list[dict[str, Any]] = [{} for _ in range(n)]
+        if ended:
+            restarted = np.flatnonzero(out.dones)
             for i in restarted:
-                infos[i] = {"terminal_observation": obs[i].copy(), "TimeLimit.truncated": bool(truncated[i])}
+                infos[i] = {"terminal_observation": obs[i].copy(), "TimeLimit.truncated": bool(out.truncated[i])}
             self._restart(restarted)
-            obs = self._observations(restarted)
-        return obs.copy(), self._rewards.astype(np.float32), done, infos
+            self._observe(restarted, obs)
+        return obs, out.rewards, out.dones, infos
 
     def close(self) -> None:
         return None
@@ -133,15 +125,19 @@ class TradingVecEnv(VecEnv):
         length = self.config.episode_length
         if length is None:
             self.accounts.t[envs] = 0
-            self.end[envs] = self._last
+            self.accounts.end[envs] = self._last
         else:
             self.accounts.t[envs] = self._rng.integers(0, self._last - length + 1, size=len(envs))
-            self.end[envs] = self.accounts.t[envs] + length
+            self.accounts.end[envs] = self.accounts.t[envs] + length
         self.accounts.cash[envs] = self.config.initial_cash
         self.accounts.shares[envs] = 0
         self.accounts.value[envs] = self.config.initial_cash
 
-    def _observations(self, envs: np.ndarray) -> np.ndarray:
-        """The observation buffer with the rows of ``envs`` brought up to date."""
-        observe_batch_nb(envs, self.accounts, self.asset, self._market, self.config.initial_cash, self._obs)
-        return self._obs
+    def _new_observations(self) -> np.ndarray:
+        """A fresh array per step: SB3 and its callers may keep the one returned before."""
+        return np.empty((self.num_envs, *self.observation_space.shape), dtype=np.float32)
+
+    def _observe(self, envs: np.ndarray, obs: np.ndarray) -> np.ndarray:
+        """``obs`` with the rows of ``envs`` brought up to date."""
+        observe_batch_nb(envs, self.accounts, self.asset, self._market, self.config.initial_cash, obs)
+        return obs

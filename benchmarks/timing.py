@@ -1,0 +1,45 @@
+"""Interleaved repeats for benchmarks that hold on a busy machine.
+
+A subject and its reference are measured in turns (reference, subject, reference, subject...),
+so load that comes and goes falls on both, and every ratio is taken within one round. Scripts
+print the median of each figure and of each paired ratio with the range over rounds as the
+spread: a wide range says the machine was not quiet, a narrow one that the median holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+
+import numpy as np
+
+from storm_bt.parallel.tasks import default_jobs
+from storm_bt.pipelines.golden import machine
+
+__all__ = ["interleaved", "machine_line", "ratios", "spread"]
+
+
+def interleaved(measures: dict[str, Callable[[], float]], repeats: int) -> dict[str, np.ndarray]:
+    """Call every measure once per round, in order, for ``repeats`` rounds; the figures per measure."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}.")
+    samples: dict[str, list[float]] = {name: [] for name in measures}
+    for _ in range(repeats):
+        for name, measure in measures.items():
+            samples[name].append(measure())
+    return {name: np.asarray(values) for name, values in samples.items()}
+
+
+def ratios(subject: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Subject over reference within each round (rates: higher is faster)."""
+    return subject / reference
+
+
+def spread(values: np.ndarray, fmt: str = ",.0f") -> str:
+    """``median [min .. max]`` over the rounds."""
+    return f"{np.median(values):{fmt}} [{values.min():{fmt}} .. {values.max():{fmt}}]"
+
+
+def machine_line(repeats: int) -> str:
+    """Where and when the figures come from, for the README."""
+    return f"{date.today()}, {machine()['cpu']}, {default_jobs()} cores, {repeats} interleaved rounds"
