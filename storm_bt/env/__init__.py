@@ -1,4 +1,8 @@
-"""Trading environment: a numba step kernel with gymnasium (and, batched, stable-baselines3) shells."""
+"""Trading environment: a numba step kernel with gymnasium (and, batched, stable-baselines3) shells.
+
+A market rule goes in :mod:`storm_bt.env.kernel` (numba functions, named ``*_nb``), its codes and
+argument tuples in :mod:`storm_bt.env.enums`; the shells only keep accounts and clocks.
+"""
 
 import gymnasium
 
