@@ -6,9 +6,9 @@ and backtrader bars/s when it replays a policy.
 The reference is the same rules in plain Python: the kernel module's own source run by the
 interpreter alone (every ``_nb`` function it calls interpreted too), one environment after another.
 Until 2026-11 the reference interpreted ``execute_nb`` but called the compiled order sizing; that
-figure is printed too (``sizing compiled``), so older ratios can be compared. Reference and subjects are measured
-in interleaved rounds (``benchmarks/timing.py``); each figure and each ratio is printed as its
-median with the range over rounds. Market: a random walk of ``--bars`` daily bars with 264-wide
+figure is printed too (``sizing compiled``), so older ratios can be compared. Reference and
+subjects are measured in interleaved rounds (``benchmarks/timing.py``); each figure and each ratio
+is printed as its median with the range over rounds. Market: a random walk of ``--bars`` daily bars with 264-wide
 features (the small preset's pooled STORM vector). Target (issue 16): the batched env's median
 ratio at least 100x the plain-Python reference on a quiet machine.
 
@@ -26,7 +26,7 @@ import types
 from collections.abc import Callable
 
 import numpy as np
-from timing import interleaved, machine_line, ratios, spread
+from timing import interleaved, machine_line, spread
 
 from storm_bt.bridge import replay
 from storm_bt.env import EnvConfig, TradingEnv, TradingVecEnv
@@ -167,10 +167,10 @@ def main() -> None:
         ("batched", f"TradingVecEnv, {args.envs} envs"),
     )
     for key, name in rows:
-        ratio = spread(ratios(steps[key], steps["reference"]), ".1f")
+        ratio = spread(steps[key] / steps["reference"], ".1f")
         print(f"{name:34}{spread(steps[key]):>34}{ratio:>26}")
     print(f"{'PPO policy replay, env':34}{spread(bars['env']):>34}  bars")
-    slower = spread(ratios(bars["env"], bars["backtrader"]), ".1f")
+    slower = spread(bars["env"] / bars["backtrader"], ".1f")
     print(f"{'PPO policy replay, backtrader':34}{spread(bars['backtrader']):>34}{slower:>26} slower than the env")
 
 

@@ -1,9 +1,9 @@
 """Interleaved repeats for benchmarks that hold on a busy machine.
 
 A subject and its reference are measured in turns (reference, subject, reference, subject...),
-so load that comes and goes falls on both, and every ratio is taken within one round. Scripts
-print the median of each figure and of each paired ratio with the range over rounds as the
-spread: a wide range says the machine was not quiet, a narrow one that the median holds.
+so load that comes and goes falls on both, and every ratio is taken within one round (the arrays
+divide elementwise). Scripts print the median of each figure and of each ratio with the range over
+rounds as the spread: a wide range says the machine was not quiet, a narrow one that the median holds.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 from storm_bt.parallel.tasks import default_jobs
 from storm_bt.pipelines.golden import machine
 
-__all__ = ["interleaved", "machine_line", "ratios", "spread"]
+__all__ = ["interleaved", "machine_line", "spread"]
 
 
 def interleaved(measures: dict[str, Callable[[], float]], repeats: int) -> dict[str, np.ndarray]:
@@ -28,11 +28,6 @@ def interleaved(measures: dict[str, Callable[[], float]], repeats: int) -> dict[
         for name, measure in measures.items():
             samples[name].append(measure())
     return {name: np.asarray(values) for name, values in samples.items()}
-
-
-def ratios(subject: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Subject over reference within each round (rates: higher is faster)."""
-    return subject / reference
 
 
 def spread(values: np.ndarray, fmt: str = ",.0f") -> str:

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from storm_bt.pipelines.golden import MACHINE_KEY, compare, diff_table, machine, refresh
+from storm_bt.pipelines.golden import MACHINE_KEY, compare, diff_table, machine, recorded_elsewhere, refresh
 
 GOLDEN = {
     "synth.topk.CW": {"value": 1.2345, "rel": 1e-9},
@@ -57,3 +57,6 @@ def test_values_bound_to_a_machine_record_it_and_compare_only_the_metrics(tmp_pa
     assert golden[MACHINE_KEY] == machine() and set(machine()) == {"cpu", "torch", "numpy"}
     assert compare({"storm.IC": 0.05}, golden) == []
     assert [d.metric for d in compare({"storm.IC": 0.06}, golden)] == ["storm.IC"]
+    assert recorded_elsewhere(path) is None
+    path.write_text(json.dumps(golden | {MACHINE_KEY: {**machine(), "cpu": "another CPU"}}))
+    assert "recorded on" in recorded_elsewhere(path) and "another CPU" in recorded_elsewhere(path)

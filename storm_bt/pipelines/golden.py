@@ -18,7 +18,7 @@ from pathlib import Path
 
 from storm_bt.io import atomic_write_text
 
-__all__ = ["MACHINE_KEY", "Drift", "compare", "diff_table", "machine", "refresh"]
+__all__ = ["MACHINE_KEY", "Drift", "compare", "diff_table", "machine", "recorded_elsewhere", "refresh"]
 
 MACHINE_KEY = "_machine"
 
@@ -45,6 +45,14 @@ def machine() -> dict[str, str]:
         ]
         cpu = names[0] if names else cpu
     return {"cpu": cpu, **{package: version(package) for package in ("torch", "numpy")}}
+
+
+def recorded_elsewhere(path: str | Path) -> str | None:
+    """Why the golden values in ``path`` cannot judge this machine (they were recorded on another one, or
+    on an unrecorded one), or None when they were recorded here."""
+    recorded = json.loads(Path(path).read_text()).get(MACHINE_KEY)
+    here = machine()
+    return None if recorded == here else f"{Path(path).name} was recorded on {recorded}, this machine is {here}"
 
 
 def _band(entry: dict) -> float:

@@ -25,7 +25,7 @@ from storm_bt.data.testing import shared_data_dir
 from storm_bt.env.rollout import rollout
 from storm_bt.env.trading_env import EnvConfig, TradingEnv
 from storm_bt.metrics import portfolio_metrics
-from storm_bt.pipelines.golden import MACHINE_KEY, compare, diff_table, machine, refresh
+from storm_bt.pipelines.golden import compare, diff_table, machine, recorded_elsewhere, refresh
 
 pytestmark = pytest.mark.regression
 HERE = Path(__file__).parent
@@ -56,12 +56,9 @@ def skip_elsewhere(name: str) -> None:
     path = golden_path(name)
     if os.environ.get("STORM_BT_REFRESH_GOLDEN") or not path.is_file():
         return
-    recorded = json.loads(path.read_text()).get(MACHINE_KEY)
-    if recorded != machine():
-        pytest.skip(
-            f"{path.name} was recorded on {recorded}, this machine is {machine()}: refresh it here "
-            "(STORM_BT_REFRESH_GOLDEN=1 tox -e regression) at a known-good commit to check later changes"
-        )
+    reason = recorded_elsewhere(path)
+    if reason:
+        pytest.skip(f"{reason}: refresh it here (STORM_BT_REFRESH_GOLDEN=1 tox -e regression) at a known-good commit")
 
 
 def _trading_metrics(prefix: str, bars: dict[str, pd.DataFrame], seed: int) -> dict[str, float]:
