@@ -5,17 +5,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import qlib
 import torch
 from helpers import CFG, WINDOW, planted_frame
+from qlib.utils import init_instance_by_config
 
 from storm_bt.factors.store import FactorStore, FactorStoreError, write_factor_store
 from storm_bt.io import LockedError, exclusive
 from storm_bt.model.storm import Storm
 from storm_bt.model.windows import Panel, WindowDataset
+from storm_bt.workflows.prepared import dataset_config_in, prepare_handler, with_prepared_handler
 from storm_bt.workflows.qrun import load_workflow
 
 
@@ -138,3 +142,18 @@ def test_factor_export_names_a_folder_without_runs(tmp_path):
         check=False,
     )
     assert done.returncode == 2 and "mlruns.db" in done.stderr
+
+
+def test_factor_export_from_a_run_that_reads_a_prepared_handler(quickstart_run, tmp_path):
+    """A walk-forward run's workflow names its handler as a pickle relative to the run folder."""
+    config = load_workflow(quickstart_run / "workflow.yaml")
+    qlib.init(**{k: v for k, v in config["qlib_init"].items() if k != "exp_manager"})
+    prepared = Path(prepare_handler(config, str(tmp_path / "prepared" / "handler.pkl")))
+    run_dir = tmp_path / "runs" / "fold00"
+    in_run = with_prepared_handler(config, prepared, run_dir)
+    assert in_run["task"]["dataset"]["kwargs"]["handler"] == "file://../../prepared/handler.pkl"
+    dataset = init_instance_by_config(dataset_config_in(in_run, run_dir))  # from the test's own working folder
+    handler = config["task"]["dataset"]["kwargs"]["handler"]["kwargs"]
+    assert pd.Timestamp(dataset.handler.start_time) == pd.Timestamp(handler["start_time"])
+    assert pd.Timestamp(dataset.handler.end_time) == pd.Timestamp(handler["end_time"])
+    assert dataset_config_in(config, run_dir) == config["task"]["dataset"]  # a handler config is left as it is

@@ -11,6 +11,7 @@ import pandas as pd
 from storm_bt.factors.store import write_factor_store
 from storm_bt.io import package_versions
 from storm_bt.model import StormModel
+from storm_bt.workflows.prepared import dataset_config_in
 from storm_bt.workflows.runs import load_run
 
 __all__ = ["export_run_factors"]
@@ -21,7 +22,8 @@ log = logging.getLogger(__name__)
 def export_run_factors(
     run_dir: str | Path, out: str | Path, run_id: str | None = None, start: str | None = None, end: str | None = None
 ) -> Path:
-    """Embed every date in [start, end] (default: the workflow's whole data range) with the run's model."""
+    """Embed every date in [start, end] (default: the handler's whole data range) with the run's model; the run may
+    be a walk-forward evaluation's, whose handler is a prepared pickle."""
     import qlib
     from qlib.utils import init_instance_by_config
 
@@ -29,9 +31,9 @@ def export_run_factors(
     if not isinstance(run.model, StormModel) or run.model.model is None:
         raise ValueError(f"Run {run.run_id} in {run_dir} did not train a StormModel ({type(run.model).__name__}).")
     qlib.init(**{k: v for k, v in run.config["qlib_init"].items() if k != "exp_manager"})
-    dataset = init_instance_by_config(run.config["task"]["dataset"])
-    handler = run.config["task"]["dataset"]["kwargs"]["handler"]["kwargs"]
-    first, last = pd.Timestamp(start or handler["start_time"]), pd.Timestamp(end or handler["end_time"])
+    dataset = init_instance_by_config(dataset_config_in(run.config, run_dir))
+    first = pd.Timestamp(start or dataset.handler.start_time)
+    last = pd.Timestamp(end or dataset.handler.end_time)
     data = run.model.windows(dataset, slice(first, last))
     dates = data.panel.dates[data.ends]
     log.info(

@@ -21,7 +21,7 @@ from typing import Any
 
 from storm_bt.io import atomic_path, exclusive
 
-__all__ = ["handler_config", "handler_key", "prepare_handler", "with_prepared_handler"]
+__all__ = ["dataset_config_in", "handler_config", "handler_key", "prepare_handler", "with_prepared_handler"]
 
 log = logging.getLogger(__name__)
 
@@ -67,3 +67,15 @@ def with_prepared_handler(config: dict[str, Any], prepared: Path, run_dir: Path)
     out = copy.deepcopy(config)
     out["task"]["dataset"]["kwargs"]["handler"] = "file://" + os.path.relpath(prepared, run_dir)
     return out
+
+
+def dataset_config_in(config: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
+    """The workflow's dataset config as qrun built it in ``run_dir``: a prepared handler's relative
+    ``file://`` path is made absolute, so the dataset can be rebuilt from any working folder."""
+    dataset = copy.deepcopy(config["task"]["dataset"])
+    handler = dataset["kwargs"]["handler"]
+    if isinstance(handler, str) and handler.startswith("file://"):
+        path = Path(handler.removeprefix("file://"))
+        if not path.is_absolute():
+            dataset["kwargs"]["handler"] = "file://" + str((Path(run_dir) / path).resolve())
+    return dataset
