@@ -21,6 +21,10 @@ def _threads_seen(x: int) -> tuple[int, str, int]:
     return x * x, os.environ["OMP_NUM_THREADS"], torch.get_num_threads()
 
 
+def _pid() -> int:
+    return os.getpid()
+
+
 def _write(path: str, text: str) -> str:
     Path(path).write_text(text)
     return text
@@ -54,6 +58,12 @@ def test_local_pool_returns_values_in_order_under_each_tasks_thread_limit():
     tasks = [Task(f"t{i}", _threads_seen, {"x": i}, threads=1 + i % 2) for i in range(4)]
     values = run_all(LocalExecutor(jobs=2), tasks)
     assert values == [(0, "1", 1), (1, "2", 2), (4, "1", 1), (9, "2", 2)]
+
+
+def test_workers_are_fresh_for_every_task_unless_no_task_asks():
+    fresh = run_all(LocalExecutor(jobs=2), [Task(f"t{i}", _pid) for i in range(4)])
+    warm = run_all(LocalExecutor(jobs=2), [Task(f"t{i}", _pid, fresh_process=False) for i in range(4)])
+    assert len(set(fresh)) == 4 and len(set(warm)) <= 2 and os.getpid() not in fresh + warm
 
 
 def test_a_failed_run_is_named_with_its_error_while_the_others_finish(tmp_path):

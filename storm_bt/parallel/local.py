@@ -16,10 +16,11 @@ log = logging.getLogger(__name__)
 
 
 class LocalExecutor:
-    """Runs tasks in up to ``jobs`` processes started fresh for every task.
+    """Runs tasks in up to ``jobs`` spawned processes, a fresh one for every task that asks for it.
 
-    A fresh process per task (``max_tasks_per_child=1``, spawned) means no state of one run (Qlib's
-    global config, torch's thread pool, mlflow's tracking URI) leaks into the next. A process that
+    A fresh process per task (``max_tasks_per_child=1``) means no state of one run (Qlib's global
+    config, torch's thread pool, mlflow's tracking URI) leaks into the next; when no task asks for one
+    (:attr:`Task.fresh_process`), the workers stay warm for the whole list. A process that
     dies (killed, out of memory) breaks the whole pool; the runs it took down with it are run
     again, each alone, so only the run that kills its own process is reported as failed.
     """
@@ -41,7 +42,8 @@ class LocalExecutor:
         outcomes: list[Outcome] = [Outcome(t.name, error="not run") for t in tasks]
         broken = []
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1) as pool:
+        fresh = 1 if any(task.fresh_process for task in tasks) else None
+        with ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=fresh) as pool:
             futures = {pool.submit(execute, task): i for i, task in enumerate(tasks)}
             for future in as_completed(futures):
                 i = futures[future]

@@ -1,4 +1,4 @@
-"""Runs on a Ray cluster: a head on one machine, workers on others, one fresh worker process per run.
+"""Runs on a Ray cluster: a head on one machine, workers on others, a fresh worker per run that asks for one.
 
 Every node needs this package installed and must see the run folders (shared storage): a task
 writes its results where its arguments say, exactly as it would locally, so a finished run is
@@ -35,8 +35,13 @@ class RayExecutor:
         import ray  # 2 s to import: only when a Ray cluster is asked for
 
         ray.init(address=self.address, ignore_reinit_error=True, log_to_driver=False)
-        remote = ray.remote(max_calls=1)(execute)  # a fresh worker process per run
-        refs = [remote.options(num_cpus=t.threads, max_retries=self.retries, name=t.name).remote(t) for t in tasks]
+        fresh, warm = ray.remote(max_calls=1)(execute), ray.remote(execute)  # max_calls=1: a new worker per run
+        refs = [
+            (fresh if t.fresh_process else warm)
+            .options(num_cpus=t.threads, max_retries=self.retries, name=t.name)
+            .remote(t)
+            for t in tasks
+        ]
         outcomes = []
         for task, ref in zip(tasks, refs, strict=True):
             try:

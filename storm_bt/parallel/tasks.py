@@ -39,7 +39,9 @@ class Task:
     """One independent run: ``function(**kwargs)`` in a process limited to ``threads`` threads.
 
     ``function`` must be importable by name (a module-level function) so that another process,
-    or another machine, can run it.
+    or another machine, can run it. ``fresh_process`` asks for a process no other task ran in (a qrun
+    leaves Qlib's global config and mlflow's tracking URI behind); a task that resets what it uses
+    may share a warm worker and skip the seconds of importing torch and its libraries again.
     """
 
     name: str
@@ -47,6 +49,7 @@ class Task:
     kwargs: dict[str, Any] = field(default_factory=dict)
     threads: int = 1
     log: str | None = None  # the task's stdout and stderr go here (appended), not to the console
+    fresh_process: bool = True
 
 
 @dataclass(frozen=True)
