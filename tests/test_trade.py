@@ -187,3 +187,10 @@ def test_agents_trained_on_two_processes_match_the_in_process_ones(setup) -> Non
         twin = out / record.relative_to(setup["run"])
         assert json.loads(twin.read_text())["curve"] == json.loads(record.read_text())["curve"]
     assert len(list((out / "agents").glob("*/*/seed*/best.zip"))) == len(TRADED) * 2
+
+
+def test_accounts_default_per_algorithm_and_an_explicit_count_wins() -> None:
+    assert [AgentSpec(name=a, algo=a).n_envs for a in ("ppo", "dqn", "sac")] == [64, 16, 16]
+    assert AgentSpec(name="p", algo="ppo", n_envs=4).n_envs == 4
+    with pytest.raises(ValueError, match="n_envs must be positive"):
+        AgentSpec(name="p", algo="ppo", n_envs=0)

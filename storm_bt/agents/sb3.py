@@ -36,12 +36,16 @@ __all__ = ["BUY_AND_HOLD", "AgentSpec", "Policy", "buy_and_hold", "load_policy",
 Policy = Callable[[np.ndarray], Any]
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "dqn": DQN, "sac": SAC}
 ACTIONS = {"ppo": "discrete", "dqn": "discrete", "sac": "continuous", "buy_and_hold": "discrete"}
+# Many accounts per env step and few, large gradient steps: a 64x64 MLP costs about the same per call
+# whatever the batch, so training time goes with the number of calls. `python benchmarks/bench_agents.py
+# --algo ppo|dqn|sac` trains with these and with the settings before them (issue 16) and prints both.
+N_ENVS = {"ppo": 64, "dqn": 16, "sac": 16, "buy_and_hold": 1}
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "ppo": {"n_steps": 256, "batch_size": 256, "n_epochs": 10, "learning_rate": 3e-4, "ent_coef": 0.01,
+    "ppo": {"n_steps": 32, "batch_size": 1024, "n_epochs": 10, "learning_rate": 3e-4, "ent_coef": 0.01,
             "policy_kwargs": {"net_arch": [64, 64]}},
     "dqn": {"learning_starts": 1000, "buffer_size": 50_000, "exploration_fraction": 0.3, "target_update_interval": 1000,
-            "train_freq": 4, "policy_kwargs": {"net_arch": [64, 64]}},
-    "sac": {"learning_starts": 1000, "buffer_size": 50_000, "train_freq": 2, "gradient_steps": 1,
+            "train_freq": 1, "gradient_steps": 1, "batch_size": 128, "policy_kwargs": {"net_arch": [64, 64]}},
+    "sac": {"learning_starts": 1000, "buffer_size": 50_000, "train_freq": 1, "gradient_steps": 1, "batch_size": 512,
             "policy_kwargs": {"net_arch": [64, 64]}},
 }  # fmt: skip
 
@@ -54,7 +58,7 @@ class AgentSpec:
     algo: str  # ppo | dqn | sac | buy_and_hold
     state: str = "factors"  # factors (pooled STORM vector) | tokens (STORM's full token set) | prices (no STORM)
     timesteps: int = 50_000
-    n_envs: int = 8  # parallel training accounts (random start dates)
+    n_envs: int | None = None  # parallel training accounts (random start dates); default N_ENVS[algo]
     episode_length: int = 252  # bars per training episode
     eval_every: int = 5_000  # training steps between validations
     hyperparams: dict[str, Any] = field(default_factory=dict)  # overrides of DEFAULTS[algo]
@@ -62,6 +66,8 @@ class AgentSpec:
     def __post_init__(self) -> None:
         if self.algo not in ACTIONS:
             raise ValueError(f"Agent {self.name!r}: algo must be one of {sorted(ACTIONS)}, got {self.algo!r}.")
+        if self.n_envs is None:
+            object.__setattr__(self, "n_envs", N_ENVS[self.algo])
         if self.state not in STATES:
             raise ValueError(f"Agent {self.name!r}: state must be one of {STATES}, got {self.state!r}.")
         if self.algo != "buy_and_hold" and (self.timesteps < 1 or self.eval_every < 1 or self.n_envs < 1):

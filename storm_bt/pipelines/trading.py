@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,15 @@ from storm_bt.pipelines.tables import markdown_table
 from storm_bt.workflows.qrun import load_workflow, provider_path, qrun_finished, run_qrun_once
 from storm_bt.workflows.segments import Segments
 
-__all__ = ["TradeConfig", "evaluate_agents", "format_tables", "replay_agent", "train_agents"]
+__all__ = [
+    "Splits",
+    "TradeConfig",
+    "evaluate_agents",
+    "format_tables",
+    "replay_agent",
+    "stock_markets",
+    "train_agents",
+]
 
 log = logging.getLogger(__name__)
 
@@ -132,23 +141,27 @@ def _train_storm(workflow: Path, run_dir: Path) -> Path:
 
 
 @dataclass(frozen=True)
-class _Splits:
+class Splits:
+    """One stock's train, valid and test markets for one state, scaled with train statistics."""
+
     train: StockMarket
     valid: StockMarket
     test: StockMarket
 
 
-def _markets(
-    csv_dir: Path, stocks: list[str], store_path: Path, segments: Segments, needed: set[str]
-) -> dict[tuple[str, str], _Splits]:
-    """(stock, state) -> train/valid/test markets for the ``needed`` states, scaled with train statistics only."""
+def stock_markets(
+    csv_dir: Path, stocks: list[str], segments: Segments, states: set[str], store_path: Path | None = None
+) -> dict[tuple[str, str], Splits]:
+    """(stock, state) -> train/valid/test markets for each of ``states`` (a STORM state reads ``store_path``)."""
+    if store_path is None and states - {"prices"}:
+        raise ValueError(f"States {sorted(states - {'prices'})} read STORM factors: give a factor store.")
     bars = load_bars(csv_dir, stocks)
     out = {}
-    with FactorStore(store_path) as store:
+    with FactorStore(store_path) if store_path else nullcontext() as store:
         for stock in stocks:
             first, last = segments.train[0], segments.test[1]
             days = bars[stock].loc[first:last].index
-            for state in needed:
+            for state in states:
                 frame = (
                     price_states(bars[stock])
                     if state == "prices"
@@ -157,7 +170,7 @@ def _markets(
                 market = StockMarket.build(stock, bars[stock], frame)
                 parts = {name: market.between(a, b) for name, (a, b) in segments.items()}
                 scaler = FeatureScaler.fit(parts["train"].features)
-                out[stock, state] = _Splits(**{name: part.scaled(scaler) for name, part in parts.items()})
+                out[stock, state] = Splits(**{name: part.scaled(scaler) for name, part in parts.items()})
     return out
 
 
@@ -165,7 +178,7 @@ def _agent_dir(out: Path, stock: str, agent: AgentSpec, seed: int) -> Path:
     return out / "agents" / stock / agent.name / f"seed{seed}"
 
 
-def _trained(agent_dir: Path, spec: AgentSpec, seed: int, env: EnvConfig, splits: _Splits) -> bool:
+def _trained(agent_dir: Path, spec: AgentSpec, seed: int, env: EnvConfig, splits: Splits) -> bool:
     """A finished agent of the same spec, seed, rules and dates is reused."""
     record_path = agent_dir / "agent.json"
     if not (record_path.is_file() and (agent_dir / "best.zip").is_file()):
@@ -204,7 +217,7 @@ def _train_agents(cfg: TradeConfig, out: Path, executor: Executor | None, thread
         "versions": package_versions(),
     }
     atomic_write_text(out / "trade.json", json.dumps(manifest, indent=2))
-    markets = _markets(cfg.csv_dir, cfg.stocks, store_path, segments, {a.state for a in cfg.agents})
+    markets = stock_markets(cfg.csv_dir, cfg.stocks, segments, {a.state for a in cfg.agents}, store_path)
     jobs = [(stock, agent, seed) for stock in cfg.stocks for agent in cfg.agents for seed in cfg.seeds]
     tasks = []
     for stock, agent, seed in jobs:
@@ -212,7 +225,7 @@ def _train_agents(cfg: TradeConfig, out: Path, executor: Executor | None, thread
         if not _trained(agent_dir, agent, seed, cfg.env, splits):
             kwargs = {"spec": agent, "train": splits.train, "valid": splits.valid, "base": cfg.env, "seed": seed}
             name = f"agent {stock} {agent.name} seed {seed}"
-            tasks.append(Task(name, train_agent, kwargs | {"out_dir": agent_dir}, threads))
+            tasks.append(Task(name, train_agent, kwargs | {"out_dir": agent_dir}, threads, fresh_process=False))
     log.info("agents: %d to train, %d reused (same spec, seed, rules and dates)", len(tasks), len(jobs) - len(tasks))
     run_all(executor or InProcessExecutor(), tasks)
     log.info("agents: %d trained, %d reused in %s", len(tasks), len(jobs) - len(tasks), out)
@@ -226,7 +239,7 @@ def _load(out: Path) -> tuple[TradeConfig, dict[str, Any]]:
     return TradeConfig.from_dict(manifest["config"]), manifest
 
 
-def _on_test(out: Path, cfg: TradeConfig, splits: _Splits, agent: AgentSpec, seed: int) -> tuple[Episode, Replay]:
+def _on_test(out: Path, cfg: TradeConfig, splits: Splits, agent: AgentSpec, seed: int) -> tuple[Episode, Replay]:
     """The selected policy once over test: in the env, then in backtrader."""
     test = splits.test
     policy = load_policy(agent, _agent_dir(out, test.stock, agent, seed))
@@ -243,7 +256,7 @@ def replay_agent(out: str | Path, stock: str, agent_name: str, seed: int) -> tup
         raise LookupError(f"{out} has stocks {cfg.stocks} and agents {sorted(agents)}; got {stock} / {agent_name}.")
     agent = agents[agent_name]
     segments = Segments.from_config(manifest["segments"])
-    markets = _markets(cfg.csv_dir, [stock], Path(manifest["factor_store"]), segments, {agent.state})
+    markets = stock_markets(cfg.csv_dir, [stock], segments, {agent.state}, Path(manifest["factor_store"]))
     return _on_test(out, cfg, markets[stock, agent.state], agent, seed)
 
 
@@ -262,7 +275,7 @@ def _evaluate_agents(out: Path) -> pd.DataFrame:
     cfg, manifest = _load(out)
     segments = Segments.from_config(manifest["segments"])
     states = {a.state for a in [BUY_AND_HOLD, *cfg.agents]}
-    markets = _markets(cfg.csv_dir, cfg.stocks, Path(manifest["factor_store"]), segments, states)
+    markets = stock_markets(cfg.csv_dir, cfg.stocks, segments, states, Path(manifest["factor_store"]))
     rows, values = [], {}
     runs = [(s, BUY_AND_HOLD, 0) for s in cfg.stocks]
     runs += [(s, a, seed) for s in cfg.stocks for a in cfg.agents for seed in cfg.seeds]
