@@ -16,7 +16,6 @@ segments; with it, the factor store's pooled vectors and the segments it records
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,7 +32,8 @@ from storm_bt.pipelines.trading import Splits, TradeConfig, stock_markets
 from storm_bt.workflows.qrun import load_workflow, workflow_segments
 from storm_bt.workflows.segments import Segments
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = ROOT / "experiments"
 BEFORE = {  # the SB3 defaults they left alone are spelled out: DQN's batch 32, SAC's 256
     "ppo": {"n_envs": 8, "hyperparams": {"n_steps": 256, "batch_size": 256}},
     "dqn": {"n_envs": 1, "hyperparams": {"train_freq": 4, "gradient_steps": 1, "batch_size": 32}},
@@ -41,14 +41,16 @@ BEFORE = {  # the SB3 defaults they left alone are spelled out: DQN's batch 32, 
 }
 
 
-def _segments(factors: Path | None, workflow: str) -> Segments:
-    if factors is None:
-        return workflow_segments(load_workflow(EXPERIMENTS / Path(workflow).name))
-    with FactorStore(factors) as store:
-        recorded = store.attrs.get("segments")
-    if not recorded:
-        raise ValueError(f"{factors} records no segments; export it from a qrun run (storm-bt factors export).")
-    return Segments.from_config(json.loads(recorded) if isinstance(recorded, str) else recorded)
+def _segments(factors: Path | None, cfg: TradeConfig, config: Path) -> Segments:
+    """The factor store's training segments, else those of the STORM workflow the trading config names."""
+    if factors is not None:
+        with FactorStore(factors) as store:
+            if store.segments is None:
+                raise SystemExit(f"{factors} records no segments; export it from a qrun run (storm-bt factors export).")
+            return store.segments
+    if "workflow" not in cfg.factors:
+        raise SystemExit(f"{config} names no STORM workflow to take the segments from; pass --factors.")
+    return workflow_segments(load_workflow(ROOT / cfg.factors["workflow"]))  # named from the repository root
 
 
 def _training(
@@ -90,11 +92,12 @@ def main() -> None:
     template = templates[0]
     now = replace(template, name="now", state=state)
     before = replace(now, name="before", **BEFORE[args.algo])
-    segments = _segments(args.factors, cfg.factors.get("workflow", "workflow_storm_small_dj30.yaml"))
+    segments = _segments(args.factors, cfg, args.config)
     splits = stock_markets(csv_dir, [args.stock.upper()], segments, {state}, args.factors)[args.stock.upper(), state]
     seeds = [int(s) for s in args.seeds.split(",")]
 
-    train_agent(replace(now, timesteps=1), splits.train, splits.valid, cfg.env, 0, tempfile.mkdtemp())  # warm-up
+    with tempfile.TemporaryDirectory() as warm_up:  # first-call costs (imports, numba, torch) fall on neither
+        train_agent(replace(now, timesteps=1), splits.train, splits.valid, cfg.env, 0, warm_up)
     wealth: dict[str, list[float]] = {}
     walls = interleaved({s.name: _training(s, splits, cfg, seeds, wealth) for s in (before, now)}, len(seeds))
 

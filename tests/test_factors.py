@@ -21,6 +21,7 @@ from storm_bt.model.storm import Storm
 from storm_bt.model.windows import Panel, WindowDataset
 from storm_bt.workflows.prepared import dataset_config_in, prepare_handler, with_prepared_handler
 from storm_bt.workflows.qrun import load_workflow
+from storm_bt.workflows.segments import Segments
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +132,7 @@ def test_factor_export_from_the_quickstart_run(quickstart_run, tmp_path):
         )
         assert len(store.instruments) == 30 and store.attrs["preset"] == "small"
         assert json.loads(store.attrs["segments"]) == config["task"]["dataset"]["kwargs"]["segments"]
+        assert store.segments == Segments.from_config(config["task"]["dataset"]["kwargs"]["segments"])
         assert np.isfinite(store.read("pooled")).all()
 
 

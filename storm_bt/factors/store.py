@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 
 from storm_bt.io import atomic_path, exclusive
 from storm_bt.model.windows import WindowDataset
+from storm_bt.workflows.segments import Segments
 
 __all__ = ["EMBEDDINGS", "FactorStore", "FactorStoreError", "write_factor_store"]
 
@@ -126,6 +127,12 @@ class FactorStore:
     @property
     def attrs(self) -> dict[str, Any]:
         return dict(self._h5.attrs)
+
+    @property
+    def segments(self) -> Segments | None:
+        """The train/valid/test segments the STORM that wrote this store was trained with (None: not recorded)."""
+        recorded = self._h5.attrs.get("segments")
+        return Segments.from_config(json.loads(recorded)) if recorded else None
 
     def names(self) -> list[str]:
         """The embeddings this store holds (a single-branch model has no tokens of the other branch)."""

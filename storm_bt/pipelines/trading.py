@@ -115,12 +115,12 @@ def _factor_store(cfg: TradeConfig, out: Path) -> tuple[Path, Segments]:
             log.info("factors: exporting STORM embeddings of %s to %s", run_dir, path)
             export_run_factors(run_dir, path)
     with FactorStore(path) as store:
-        trained_on = store.attrs.get("segments")
+        trained_on = store.segments
     if cfg.segments is not None:
         return path, cfg.segments
-    if not trained_on:
+    if trained_on is None:
         raise ValueError(f"{path} does not record the segments STORM was trained with; set `segments` in the config.")
-    return path, Segments.from_config(json.loads(trained_on) if isinstance(trained_on, str) else trained_on)
+    return path, trained_on
 
 
 def _train_storm(workflow: Path, run_dir: Path) -> Path:
