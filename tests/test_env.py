@@ -249,3 +249,45 @@ def test_vec_env_random_starts_and_auto_reset():
     assert (vec.accounts.value == 1_000_000.0).all() and (vec.accounts.shares == 0).all()  # every account was reset
     with pytest.raises(ValueError, match="not in"):
         vec.step(np.full(8, 3))
+
+
+def test_vec_env_terminal_observation_is_the_ended_episodes_last_and_the_restart_its_first():
+    features, opens, closes, _ = market(n=80)
+    config = EnvConfig(episode_length=10)
+    vec = TradingVecEnv(features[None], opens[None], closes[None], n_envs=8, config=config, seed=3)
+    vec.reset()
+    for _ in range(9):
+        vec.step(np.full(8, 2))
+    last_bar = vec.accounts.t + 1
+    obs, _, dones, infos = vec.step(np.full(8, 2))
+    assert dones.all()
+    for i, info in enumerate(infos):
+        terminal = info["terminal_observation"]
+        np.testing.assert_array_equal(terminal[:4], features[last_bar[i]])
+        assert terminal[4] > 0.9 and terminal[6] != 0.0  # invested, value moved since the start
+        np.testing.assert_array_equal(obs[i, :4], features[vec.accounts.t[i]])
+        np.testing.assert_allclose(obs[i, 4:], [0.0, 1.0, 0.0])  # the restarted account: all cash
+    with pytest.raises(TypeError):  # the infos of running episodes are one shared read-only mapping
+        vec.step(np.full(8, 1))[3][0]["episode"] = {}
+
+
+def test_vec_env_same_seed_same_starts_and_seed_restarts_the_draws():
+    features, opens, closes, _ = market(n=80)
+
+    def starts(vec: TradingVecEnv, steps: int) -> list[list[int]]:
+        vec.reset()
+        seen = [vec.accounts.t.tolist()]
+        for _ in range(steps):
+            vec.step(np.full(4, 1))
+            seen.append(vec.accounts.t.tolist())
+        return seen
+
+    make = lambda seed: TradingVecEnv(  # noqa: E731
+        features[None], opens[None], closes[None], n_envs=4, config=EnvConfig(episode_length=5), seed=seed
+    )
+    first = starts(make(7), 30)
+    assert first == starts(make(7), 30) and first != starts(make(8), 30)
+    reseeded = make(8)
+    starts(reseeded, 12)
+    reseeded.seed(7)
+    assert starts(reseeded, 30) == first

@@ -17,6 +17,7 @@ __all__ = [
     "Accounts",
     "Action",
     "BatchStep",
+    "Episodes",
     "Fill",
     "Market",
     "Order",
@@ -99,6 +100,14 @@ class Accounts(NamedTuple):
     value: np.ndarray  # marked at the close of ``t``
 
 
+class Episodes(NamedTuple):
+    """How the batch restarts an account: at the next of ``starts`` (drawn ahead), all in cash."""
+
+    starts: np.ndarray  # start bars, consumed in order
+    length: int  # bars until truncation
+    initial_cash: float
+
+
 class BatchStep(NamedTuple):
     """What a batched step writes for each account."""
 
@@ -106,3 +115,6 @@ class BatchStep(NamedTuple):
     statuses: np.ndarray  # ``OrderStatus`` codes
     dones: np.ndarray  # the episode ended: terminated or truncated
     truncated: np.ndarray  # ended by ``Accounts.end``, not by bankruptcy or the market's last bar
+    observations: np.ndarray  # (n, E + account features) after the step, a restarted account's first one
+    terminal_observations: np.ndarray  # row k: the last observation of the k-th episode that ended
+    ended: np.ndarray  # entry k: the account of the k-th episode that ended

@@ -17,13 +17,15 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 
-from storm_bt.env.enums import BANKRUPT_REWARD, Fill, OrderStatus, Rules
+from storm_bt.env.enums import BANKRUPT_REWARD, Action, Fill, OrderStatus, Rules
 from storm_bt.env.kernel import account_features_nb, execute_nb
 
 __all__ = ["EnvConfig", "TradingEnv", "check_market"]
 
 FILLS = {code.name.lower(): code for code in Fill}  # EnvConfig.fill names a Fill code
 ACCOUNT_FEATURES = 3
+STATUSES = {code.value: code for code in OrderStatus}
+EXACT_CODES = (int, np.int64, np.int32)  # action types taken as Action codes without further checks (not bool)
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class TradingEnv(gym.Env):
         dim = self.features.shape[1] + ACCOUNT_FEATURES
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(dim,), dtype=np.float32)
         self.action_space = self.config.action_space()
+        self._bar_dates = self.dates.tolist()  # info["date"] per step; indexing the pandas index costs microseconds
 
     # -- gymnasium API ------------------------------------------------------------------------------
 
@@ -144,13 +147,15 @@ class TradingEnv(gym.Env):
         reward = math.log(self.value / before) if not bankrupt else BANKRUPT_REWARD
         terminated = bankrupt or self._t >= len(self.closes) - 1
         truncated = not terminated and self._t >= self._end
-        info = self._info(step.traded, step.cost, step.price, OrderStatus(step.status))
+        info = self._info(step.traded, step.cost, step.price, STATUSES[step.status])
         return self._observation(), reward, terminated, truncated, info
 
     # -- helpers ------------------------------------------------------------------------------------
 
     def _checked_action(self, action) -> float:
         """The action as the kernel takes it (a float), after checking it is in the action space."""
+        if type(action) in EXACT_CODES and 0 <= action < len(Action) and self.config.discrete:
+            return float(action)  # the common case, without the general checks' microseconds
         if self.config.discrete:
             whole = np.ndim(action) == 0 and np.isfinite(action) and float(action) == int(action)
             normal = int(action) if whole else action
@@ -161,13 +166,17 @@ class TradingEnv(gym.Env):
         return float(normal) if self.config.discrete else float(normal[0])
 
     def _observation(self) -> np.ndarray:
-        t = self._t
-        account = account_features_nb(self.shares, self.closes[t], self.cash, self.value, self.config.initial_cash)
-        return np.concatenate([self.features[t], np.array(account, dtype=np.float32)])
+        t, width = self._t, self.features.shape[1]
+        observation = np.empty(width + ACCOUNT_FEATURES, dtype=np.float32)
+        observation[:width] = self.features[t]
+        observation[width:] = account_features_nb(
+            self.shares, self.closes[t], self.cash, self.value, self.config.initial_cash
+        )
+        return observation
 
     def _info(self, traded: int, cost: float, price: float, status: OrderStatus) -> dict[str, Any]:
         return {
-            "date": self.dates[self._t],
+            "date": self._bar_dates[self._t],
             "value": self.value,
             "cash": self.cash,
             "shares": self.shares,

@@ -4,12 +4,14 @@ SB3's ``DummyVecEnv`` steps Python environments one by one; here all accounts li
 and :func:`storm_bt.env.kernel.step_batch_nb` advances them together, so PPO can collect rollouts
 over many stocks and start dates at the cost of one call per step. Environment ``i`` trades
 asset ``i % n_assets``; an episode that ends is reset at once (its last observation is in
-``info["terminal_observation"]``, as SB3 expects).
+``info["terminal_observation"]``, as SB3 expects). The accounts whose episodes go on share one
+read-only empty info: building a dict per account per step cost as much as stepping the accounts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import gymnasium as gym
@@ -17,11 +19,14 @@ import numpy as np
 import pandas as pd
 from stable_baselines3.common.vec_env import VecEnv
 
-from storm_bt.env.enums import Accounts, BatchStep, Market
-from storm_bt.env.kernel import first_invalid_action_nb, observe_batch_nb, step_batch_nb
+from storm_bt.env.enums import Accounts, Episodes, Market
+from storm_bt.env.kernel import first_invalid_action_nb, restart_batch_nb, step_batch_flat_nb
 from storm_bt.env.trading_env import ACCOUNT_FEATURES, EnvConfig, check_market
 
 __all__ = ["TradingVecEnv"]
+
+START_DRAWS = 4096  # episode starts drawn from the generator at a time
+NO_INFO: Mapping[str, Any] = MappingProxyType({})  # the info of every account whose episode goes on: read-only, shared
 
 
 class TradingVecEnv(VecEnv):
@@ -65,14 +70,22 @@ class TradingVecEnv(VecEnv):
         )
         self.status = np.zeros(n_envs, dtype=np.int8)  # each account's last OrderStatus code
         self._market = Market(self.features, self.opens, self.closes)
+        length = self._last if self.config.episode_length is None else self.config.episode_length
+        self._episodes = Episodes(np.zeros(0, dtype=np.int64), length, self.config.initial_cash)
+        self._cursor = 0  # the next start of self._episodes.starts
         self._actions = np.zeros(n_envs)
-        self._all = np.arange(n_envs)
+        self._truncated = np.zeros(n_envs, dtype=np.bool_)
+        self._terminal = np.zeros((n_envs, dim), dtype=np.float32)  # the kernel's scratch for ending episodes
+        self._ended = np.zeros(n_envs, dtype=np.int64)
 
     # -- VecEnv API ---------------------------------------------------------------------------------
 
     def reset(self) -> np.ndarray:
-        self._restart(self._all)
-        return self._observe(self._all, self._new_observations())
+        self._draw_starts(self.num_envs)
+        obs = self._new_observations()
+        restart_batch_nb(self.accounts, self.asset, self._market, self._episodes, self._cursor, obs)
+        self._cursor += self.num_envs
+        return obs
 
     def step_async(self, actions: np.ndarray) -> None:
         actions = np.asarray(actions, dtype=np.float64).reshape(self.num_envs)
@@ -83,17 +96,18 @@ class TradingVecEnv(VecEnv):
 
     def step_wait(self):
         n = self.num_envs
-        out = BatchStep(np.empty(n, np.float32), self.status, np.empty(n, np.bool_), np.empty(n, np.bool_))
-        ended = step_batch_nb(self.accounts, self._actions, self.asset, self._market, self.config.rules, out)
-        obs = self._observe(self._all, self._new_observations())
-        infos: list[dict[str, Any]] = [{} for _ in range(n)]
-        if ended:
-            restarted = np.flatnonzero(out.dones)
-            for i in restarted:
-                infos[i] = {"terminal_observation": obs[i].copy(), "TimeLimit.truncated": bool(out.truncated[i])}
-            self._restart(restarted)
-            self._observe(restarted, obs)
-        return obs, out.rewards, out.dones, infos
+        self._draw_starts(n)
+        rewards, dones, obs = np.empty(n, np.float32), np.empty(n, np.bool_), self._new_observations()
+        ended = step_batch_flat_nb(
+            *self.accounts, self._actions, self.asset, *self._market, *self.config.rules, *self._episodes,
+            self._cursor, rewards, self.status, dones, self._truncated, obs, self._terminal, self._ended,
+        )  # fmt: skip
+        self._cursor += ended
+        infos = [NO_INFO] * n
+        for k in range(ended):
+            i = self._ended[k]
+            infos[i] = {"terminal_observation": self._terminal[k].copy(), "TimeLimit.truncated": bool(self._truncated[i])}
+        return obs, rewards, dones, infos
 
     def close(self) -> None:
         return None
@@ -112,6 +126,7 @@ class TradingVecEnv(VecEnv):
 
     def seed(self, seed: int | None = None) -> Sequence[int | None]:
         self._rng = np.random.default_rng(seed)
+        self._episodes, self._cursor = self._episodes._replace(starts=np.zeros(0, dtype=np.int64)), 0
         return [seed] * self.num_envs
 
     # -- helpers ------------------------------------------------------------------------------------
@@ -121,23 +136,20 @@ class TradingVecEnv(VecEnv):
             return list(range(self.num_envs))
         return [indices] if isinstance(indices, int) else list(indices)
 
-    def _restart(self, envs: np.ndarray) -> None:
+    def _draw_starts(self, needed: int) -> None:
+        """Keep at least ``needed`` episode starts drawn ahead: the kernel restarts accounts from them in order."""
+        left = self._episodes.starts[self._cursor :]
+        if len(left) >= needed:
+            return
         length = self.config.episode_length
+        draws = max(needed, START_DRAWS)
         if length is None:
-            self.accounts.t[envs] = 0
-            self.accounts.end[envs] = self._last
+            new = np.zeros(draws, dtype=np.int64)
         else:
-            self.accounts.t[envs] = self._rng.integers(0, self._last - length + 1, size=len(envs))
-            self.accounts.end[envs] = self.accounts.t[envs] + length
-        self.accounts.cash[envs] = self.config.initial_cash
-        self.accounts.shares[envs] = 0
-        self.accounts.value[envs] = self.config.initial_cash
+            new = self._rng.integers(0, self._last - length + 1, size=draws)
+        self._episodes = self._episodes._replace(starts=np.concatenate([left, new]))
+        self._cursor = 0
 
     def _new_observations(self) -> np.ndarray:
         """A fresh array per step: SB3 and its callers may keep the one returned before."""
         return np.empty((self.num_envs, *self.observation_space.shape), dtype=np.float32)
-
-    def _observe(self, envs: np.ndarray, obs: np.ndarray) -> np.ndarray:
-        """``obs`` with the rows of ``envs`` brought up to date."""
-        observe_batch_nb(envs, self.accounts, self.asset, self._market, self.config.initial_cash, obs)
-        return obs
