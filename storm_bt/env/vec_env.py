@@ -106,7 +106,8 @@ class TradingVecEnv(VecEnv):
         infos = [NO_INFO] * n
         for k in range(ended):
             i = self._ended[k]
-            infos[i] = {"terminal_observation": self._terminal[k].copy(), "TimeLimit.truncated": bool(self._truncated[i])}
+            truncated = bool(self._truncated[i])
+            infos[i] = {"terminal_observation": self._terminal[k].copy(), "TimeLimit.truncated": truncated}
         return obs, rewards, dones, infos
 
     def close(self) -> None:
