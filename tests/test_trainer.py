@@ -17,6 +17,8 @@ from helpers import CFG, DAYS, FAST, FEATURES, SPLIT, STOCKS, WINDOW, datasets, 
 from storm_bt.io import LockedError, exclusive
 from storm_bt.model import trainer as trainer_module
 from storm_bt.model.config import StormConfig
+from storm_bt.model.factorvae import FactorVAE
+from storm_bt.model.storm import Storm
 from storm_bt.model.trainer import CheckpointError, TrainConfig, Trainer, predict_windows, rank_ic_of
 from storm_bt.model.windows import Panel, WindowDataset
 
@@ -142,6 +144,62 @@ class Interrupted(Exception):
     pass
 
 
+TWO_STAGE = TrainConfig(epochs=3, batch_size=16, lr=2e-3, pretrain_epochs=2, progress=False)
+
+
+def _heads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters that a two-stage schedule's first stage leaves alone: the factor module and its stem."""
+    return {k: v.clone() for k, v in model.state_dict().items() if k.startswith(("factor.", "stock_stem."))}
+
+
+def test_two_stage_training_pretrains_the_vq_vae_alone_then_learns_the_signal(planted, tmp_path, monkeypatch):
+    train, valid = planted
+    torch.manual_seed(TWO_STAGE.seed)
+    initial_model = Storm(CFG)
+    initial = _heads(initial_model)
+    original = Trainer._train_epoch
+
+    def stop_after_pretraining(self, *args, **kwargs):
+        if args[-2] == TWO_STAGE.pretrain_epochs + 1:
+            raise Interrupted
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", stop_after_pretraining)
+    with pytest.raises(Interrupted):
+        Trainer(CFG, TWO_STAGE, tmp_path).fit(train, valid)
+    monkeypatch.setattr(Trainer, "_train_epoch", original)
+    pretrained = torch.load(tmp_path / "last.pt", weights_only=True)["model"]
+    for name, value in initial.items():  # no return was seen: the factor module is as initialised
+        torch.testing.assert_close(pretrained[name], value, rtol=0, atol=0)
+    encoder = "ts.encoder.blocks.layers.0.linear1.weight"
+    assert not torch.equal(pretrained[encoder], initial_model.state_dict()[encoder])
+
+    model, result = Trainer(CFG, TWO_STAGE, tmp_path).fit(train, valid)  # resumes across the stage boundary
+    assert [r.get("stage") for r in result.history] == ["pretrain", "pretrain", None, None, None]
+    assert result.best_epoch > TWO_STAGE.pretrain_epochs  # an untrained predictor is never kept
+    assert rank_ic_of(predict_windows(model, valid), valid)["RankIC"] > 0.2
+    straight, _ = Trainer(CFG, TWO_STAGE).fit(train, valid)
+    for a, b in zip(straight.state_dict().values(), model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_the_second_stage_trains_the_pretrained_part_at_its_own_learning_rate(planted):
+    train, valid = planted
+    frozen = TrainConfig(**{**TWO_STAGE.__dict__, "pretrained_lr_scale": 0.0, "epochs": 2})
+    pretrained = TrainConfig(**{**TWO_STAGE.__dict__, "pretrained_lr_scale": 0.0, "epochs": 1})
+    after_stage_one = Trainer(CFG, pretrained).fit(train, valid)[0].encoders()
+    model = Trainer(CFG, frozen).fit(train, valid)[0]
+    for name, encoder in model.encoders().items():
+        for a, b in zip(encoder.parameters(), after_stage_one[name].parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_pretraining_a_network_without_a_first_stage_is_refused(planted):
+    train, valid = planted
+    with pytest.raises(ValueError, match="FactorVAE has no pretraining"):
+        Trainer(CFG, TWO_STAGE, network=FactorVAE).fit(train, valid)
+
+
 def test_interrupted_run_resumes_to_the_same_weights(planted, tmp_path, monkeypatch):
     train, valid = planted
     config = TrainConfig(epochs=4, batch_size=16, lr=2e-3, progress=False)
@@ -149,10 +207,10 @@ def test_interrupted_run_resumes_to_the_same_weights(planted, tmp_path, monkeypa
 
     original = Trainer._train_epoch
 
-    def stop_at_epoch_3(self, *args):
+    def stop_at_epoch_3(self, *args, **kwargs):
         if args[-2] == 3:
             raise Interrupted
-        return original(self, *args)
+        return original(self, *args, **kwargs)
 
     monkeypatch.setattr(Trainer, "_train_epoch", stop_at_epoch_3)
     with pytest.raises(Interrupted):
@@ -312,6 +370,8 @@ def test_deterministic_kernels_restore_the_callers_setting(planted):
         ({"lr": 0.0}, "TrainConfig.lr must be positive"),
         ({"warmup_frac": 1.0}, r"TrainConfig.warmup_frac must be a number in \[0.0, 1.0\)"),
         ({"betas": (0.9, 1.5)}, r"TrainConfig.betas must be two numbers in \[0, 1\)"),
+        ({"pretrain_epochs": -1}, "TrainConfig.pretrain_epochs must be a whole number of at least 0, got -1"),
+        ({"pretrained_lr_scale": -0.1}, r"TrainConfig.pretrained_lr_scale must be a number in \[0.0, inf\)"),
     ],
 )
 def test_bad_training_settings_are_named(kwargs, message):

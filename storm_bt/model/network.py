@@ -35,6 +35,8 @@ class WindowNetwork(Protocol):
     training history: ``encoders()`` (name -> module: each loss term's gradient norm on it is
     logged per epoch) and ``quantizers()`` (name -> :class:`~storm_bt.model.quantizer.VectorQuantizer`:
     code usage and perplexity per epoch).
+    A third, ``pretraining()``, gives the parameters and the loss weights of a self-supervised
+    first stage (``TrainConfig.pretrain_epochs``); a network without it trains in one stage.
     """
 
     cfg: Any  # a dataclass: its fields fingerprint checkpoints and are saved with the best weights

@@ -138,6 +138,15 @@ class Storm(nn.Module):
         """The codebooks by branch, whose usage the trainer records per epoch."""
         return {name: branch.quantizer for name, branch in self._branches()}
 
+    def pretraining(self) -> tuple[list[nn.Parameter], dict[str, float]]:
+        """The first stage of a two-stage schedule: the VQ-VAE branches (with their fusion and the
+        contrastive temperature) learn the representation from their self-supervised terms before
+        the factor module sees a return; those terms keep their weights, the return terms weigh 0."""
+        heads = {id(p) for module in (self.factor, self.stock_stem) for p in module.parameters()}
+        returns = return_weights(self.cfg)
+        weights = {name: 0.0 if name in returns else weight for name, weight in self.loss_weights.items()}
+        return [p for p in self.parameters() if id(p) not in heads], weights
+
     def _check_shapes(self, x: Tensor, mask: Tensor, y: Tensor | None) -> None:
         cfg = self.cfg
         expected = (cfg.window, cfg.n_stocks, cfg.n_features)

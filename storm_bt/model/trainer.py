@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from storm_bt.io import atomic_path, atomic_write_text, exclusive
 from storm_bt.metrics import rank_ic_summary
-from storm_bt.model.network import WindowNetwork
+from storm_bt.model.network import WindowNetwork, weighted_loss
 from storm_bt.model.quantizer import VectorQuantizer
 from storm_bt.model.storm import Storm
 from storm_bt.model.windows import WindowDataset
@@ -60,15 +60,20 @@ class TrainConfig:
     eval_batch_size: int = 64
     seed: int = 0
     permute_stocks: bool = False  # shuffle the stock axis of every training batch, so slots carry no ticker
+    # two-stage schedule: epochs of the network's self-supervised part alone (its pretraining()), before
+    # the `epochs` of the full loss, in which the pretrained part learns at pretrained_lr_scale x lr
+    pretrain_epochs: int = 0
+    pretrained_lr_scale: float = 1.0
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name, minimum in (("epochs", 1), ("batch_size", 1), ("patience", 1), ("eval_batch_size", 1), ("seed", 0)):
+        whole = (("epochs", 1), ("batch_size", 1), ("patience", 1), ("eval_batch_size", 1), ("seed", 0))
+        for name, minimum in (*whole, ("pretrain_epochs", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"TrainConfig.{name} must be a whole number of at least {minimum}, got {value!r}.")
         ranges = (("lr", 0.0, math.inf), ("weight_decay", 0.0, math.inf), ("warmup_frac", 0.0, 1.0))
-        for name, low, high in (*ranges, ("grad_clip", 0.0, math.inf)):
+        for name, low, high in (*ranges, ("grad_clip", 0.0, math.inf), ("pretrained_lr_scale", 0.0, math.inf)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value < high:
                 raise ValueError(f"TrainConfig.{name} must be a number in [{low}, {high}), got {value!r}.")
@@ -102,16 +107,21 @@ class TrainResult:
     code_usage: dict[str, dict[str, list[int]]]  # epoch -> branch -> count per code (the paper's Fig. 3a)
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Decay 2-D+ weight matrices; leave codebooks, norms, biases and embeddings undecayed."""
+def _param_groups(model: nn.Module, weight_decay: float, lr: float, only: set[int] | None = None) -> list[dict]:
+    """Decay 2-D+ weight matrices; leave codebooks, norms, biases and embeddings undecayed.
+
+    ``only``: the ids of the parameters to take (all of them when None)."""
     codebooks = {id(m.codebook) for m in model.modules() if isinstance(m, VectorQuantizer)}
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        if not p.requires_grad:
+        if not p.requires_grad or (only is not None and id(p) not in only):
             continue
         plain = p.dim() < 2 or id(p) in codebooks or name.rsplit(".", 1)[-1] in EMBEDDING_PARAMETERS
         (no_decay if plain else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [
+        {"params": decay, "weight_decay": weight_decay, "lr": lr},
+        {"params": no_decay, "weight_decay": 0.0, "lr": lr},
+    ]
 
 
 def _warmup_cosine(total_steps: int, warmup_frac: float):
@@ -213,36 +223,45 @@ class Trainer:
         acc, cfg = self.accelerator, self.cfg
         set_seed(cfg.seed)
         model = self.network(self.model_cfg)
-        optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+        if cfg.pretrain_epochs and not hasattr(model, "pretraining"):
+            raise ValueError(
+                f"TrainConfig.pretrain_epochs is {cfg.pretrain_epochs}, but {self.network.__name__} has no "
+                "pretraining() that names what a first stage trains: set pretrain_epochs to 0."
+            )
         steps_per_epoch = len(train) // acc.num_processes // cfg.batch_size or 1
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, _warmup_cosine(steps_per_epoch * cfg.epochs, cfg.warmup_frac)
-        )
-        state = TrainState()
+        state, last = TrainState(), None
         if resume and self._last_path() is not None and self._last_path().exists():
-            state = self._load_last(model, optimizer, scheduler)
+            state, last = self._read_last()
+        # the checkpoint holds the optimiser of the stage its next epoch is in
+        optimizer, scheduler = self._optimizer(model, steps_per_epoch, pretraining=state.epoch < cfg.pretrain_epochs)
+        if last is not None:
+            self._restore(last, model, optimizer, scheduler)
             acc.print(f"resuming from {self._last_path()} after epoch {state.epoch}")
         ddp_model, optimizer = acc.prepare(model, optimizer)
-        while state.epoch < cfg.epochs and state.stale < cfg.patience:
+        while state.epoch < cfg.pretrain_epochs + cfg.epochs and state.stale < cfg.patience:
             epoch = state.epoch + 1
+            pretraining = epoch <= cfg.pretrain_epochs
             probe = _first_batch(train, self._epoch_batches(train, epoch, 1), acc.device)
             gradients = term_gradient_norms(model, *probe)
-            losses = self._train_epoch(ddp_model, optimizer, scheduler, train, epoch, steps_per_epoch)
+            weights = model.pretraining()[1] if pretraining else None
+            losses = self._train_epoch(ddp_model, optimizer, scheduler, train, epoch, steps_per_epoch, weights=weights)
             usage = {name: quantizer.reset_usage() for name, quantizer in _quantizers(model).items()}
             state.usage[str(epoch)] = {name: counts.tolist() for name, counts in usage.items()}
             perplexity = {f"perplexity_{name}": usage_perplexity(counts) for name, counts in usage.items()}
             score = rank_ic_of(predict_windows(model, valid, cfg.eval_batch_size), valid)
             record = {"epoch": epoch, **losses, **gradients, **perplexity}
             record.update({f"valid_{k}": v for k, v in score.items()})
-            state.history.append(record)
-            valid_ic = score["RankIC"] if np.isfinite(score["RankIC"]) else -math.inf
-            if valid_ic > state.best_score or state.best is None:
-                state.best_score, state.best_epoch, state.stale = valid_ic, epoch, 0
-                state.best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            if pretraining:  # the predictor has not been trained: its valid RankIC chooses nothing
+                record["stage"] = "pretrain"
             else:
-                state.stale += 1
+                self._select(state, model, epoch, score["RankIC"])
+            state.history.append(record)
             state.epoch = epoch
-            acc.print(f"{epoch_summary(record)}  (best {state.best_score:.4f} @ {state.best_epoch})")
+            progress = "pretraining" if pretraining else f"best {state.best_score:.4f} @ {state.best_epoch}"
+            acc.print(f"{epoch_summary(record)}  ({progress})")
+            if epoch == cfg.pretrain_epochs:
+                optimizer, scheduler = self._optimizer(model, steps_per_epoch, pretraining=False)
+                optimizer = acc.prepare_optimizer(optimizer)
             self._save(model, optimizer, scheduler, state)
         if not math.isfinite(state.best_score):
             acc.print(
@@ -254,6 +273,34 @@ class Trainer:
         result = TrainResult(state.best_epoch, state.best_score, state.epoch, state.history, state.usage)
         return model, result
 
+    def _optimizer(self, model: nn.Module, steps_per_epoch: int, pretraining: bool):
+        """AdamW and its warm-up-cosine schedule over one stage: the pretrained part alone in the
+        first stage; everything in the second, the pretrained part at ``pretrained_lr_scale`` x lr."""
+        cfg = self.cfg
+        if cfg.pretrain_epochs:
+            pretrained = {id(p) for p in model.pretraining()[0]}
+            heads = {id(p) for p in model.parameters()} - pretrained
+            groups = _param_groups(
+                model, cfg.weight_decay, cfg.lr * (1.0 if pretraining else cfg.pretrained_lr_scale), pretrained
+            )
+            if not pretraining:
+                groups += _param_groups(model, cfg.weight_decay, cfg.lr, heads)
+        else:
+            groups = _param_groups(model, cfg.weight_decay, cfg.lr)
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+        steps = steps_per_epoch * (cfg.pretrain_epochs if pretraining else cfg.epochs)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(steps, cfg.warmup_frac))
+
+    @staticmethod
+    def _select(state: TrainState, model: nn.Module, epoch: int, valid_rank_ic: float) -> None:
+        """Keep this epoch's weights if its valid RankIC is the best so far (NaN counts as -inf)."""
+        valid_ic = valid_rank_ic if np.isfinite(valid_rank_ic) else -math.inf
+        if valid_ic > state.best_score or state.best is None:
+            state.best_score, state.best_epoch, state.stale = valid_ic, epoch, 0
+            state.best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            state.stale += 1
+
     # -- epoch --------------------------------------------------------------------------------------
 
     def _epoch_batches(self, train: WindowDataset, epoch: int, steps: int) -> Iterator[list[int]]:
@@ -264,7 +311,8 @@ class Trainer:
         for step in range(steps):
             yield order[step * size : (step + 1) * size]
 
-    def _train_epoch(self, ddp_model, optimizer, scheduler, train: WindowDataset, epoch: int, steps: int):
+    def _train_epoch(self, ddp_model, optimizer, scheduler, train: WindowDataset, epoch: int, steps: int, weights=None):
+        """One pass over this process's batches; ``weights`` replace the network's loss weights (pretraining)."""
         acc, cfg = self.accelerator, self.cfg
         ddp_model.train()
         loader = DataLoader(train, batch_sampler=list(self._epoch_batches(train, epoch, steps)))
@@ -274,15 +322,16 @@ class Trainer:
             if cfg.permute_stocks:
                 x, mask, y = permute_stocks(x, mask, y)
             out = ddp_model(x.to(acc.device), mask.to(acc.device), y.to(acc.device))
+            loss = out.loss if weights is None else weighted_loss(out.loss_terms, weights)
             optimizer.zero_grad(set_to_none=True)
-            acc.backward(out.loss)
+            acc.backward(loss)
             if cfg.grad_clip > 0:
                 acc.clip_grad_norm_(ddp_model.parameters(), cfg.grad_clip)
             optimizer.step()
             scheduler.step()
-            for key, value in {"loss": out.loss, **out.loss_terms}.items():
+            for key, value in {"loss": loss, **out.loss_terms}.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
-            bar.set_postfix(loss=f"{float(out.loss.detach()):.4f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         return {k: v / max(1, len(loader)) for k, v in sums.items()}
 
     # -- checkpoints --------------------------------------------------------------------------------
@@ -326,7 +375,8 @@ class Trainer:
         atomic_write_text(self.run_dir / HISTORY, json.dumps(state.history, indent=1))
         acc.wait_for_everyone()
 
-    def _load_last(self, model: nn.Module, optimizer, scheduler) -> TrainState:
+    def _read_last(self) -> tuple[TrainState, dict[str, Any]]:
+        """The state that ``last.pt`` records, and the checkpoint, checked against this run's fingerprint."""
         path = self._last_path()
         payload = load_checkpoint(path)
         if payload.get("format") != CHECKPOINT_FORMAT or "fingerprint" not in payload:
@@ -336,19 +386,23 @@ class Trainer:
                 f"{path}: written by a different model, training configuration or data; resume with the same "
                 "configuration, or point the run at a new folder (the checkpoint is left as it is)."
             )
-        model.load_state_dict(payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
-        torch.set_rng_state(payload["torch_rng"])
-        if torch.cuda.is_available() and payload.get("cuda_rng"):
-            torch.cuda.set_rng_state_all(payload["cuda_rng"])
         state = TrainState(
             **{k: payload[k] for k in TrainState.SCALARS},
             history=json.loads(payload["history"]),
             usage=json.loads(payload["usage"]),
         )
         self._check_best(state)
-        return state
+        return state, payload
+
+    @staticmethod
+    def _restore(payload: dict[str, Any], model: nn.Module, optimizer, scheduler) -> None:
+        """Weights, optimiser, schedule and random generators as ``last.pt`` saved them."""
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        torch.set_rng_state(payload["torch_rng"])
+        if torch.cuda.is_available() and payload.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(payload["cuda_rng"])
 
     def _write_best(self, state: TrainState) -> None:
         with atomic_path(self.run_dir / "best.pt") as tmp:
