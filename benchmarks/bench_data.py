@@ -3,6 +3,8 @@
 Targets (issue 2): under 2 minutes and under 4 GB for the 408-stock SP500 set. The reference
 measured in the same run is a plain ``pandas.read_csv`` of every file (the I/O floor), so the
 ratio says what validation, calendar alignment and the binary writer cost on top of reading.
+Reference and ingest run in interleaved rounds (``benchmarks/timing.py``), each in its own child
+process, whose own peak resident memory is reported.
 
     python benchmarks/bench_data.py [--csv-dir DIR] [--no-verify]
 
@@ -13,14 +15,16 @@ same size (408 stocks x 4013 sessions).
 from __future__ import annotations
 
 import argparse
-import resource
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from timing import interleaved, machine_line, spread
 
 from storm_bt.data.testing import shared_data_dir
 
@@ -32,13 +36,22 @@ print(sum(len(f) for f in frames))
 """
 
 
-def _timed_child(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of a child process."""
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # ru_maxrss is in KB on Linux
-    return seconds, peak_mb
+def _timed_child(command: Callable[[], list[str]], peaks: list[float]) -> Callable[[], float]:
+    """A measure: wall seconds of one run of ``command()`` in a child process; its peak RSS (MB) goes to ``peaks``."""
+
+    def measure() -> float:
+        cmd = command()
+        start = time.perf_counter()
+        child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(child.pid, 0)  # this child's own peak, not the largest of all children
+        seconds = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            raise subprocess.CalledProcessError(child.returncode, cmd)
+        peaks.append(usage.ru_maxrss / 1024)  # KB on Linux
+        return seconds
+
+    return measure
 
 
 def _synthetic_sp500(folder: Path) -> Path:
@@ -69,36 +82,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--csv-dir", type=Path)
     parser.add_argument("--no-verify", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         shared = shared_data_dir()
         csv_dir = args.csv_dir or (shared / "sp500" if shared else _synthetic_sp500(Path(tmp) / "csv"))
         n_files = sum(1 for p in csv_dir.iterdir() if p.name.endswith((".csv", ".csv.gz")))
-        read_s, read_mb = _timed_child([sys.executable, "-c", READ_ALL, str(csv_dir)])
-        qlib_dir = Path(tmp) / "qlib"
-        cmd = [
-            sys.executable,
-            "-m",
-            "storm_bt.cli",
-            "data",
-            "ingest",
-            "--csv-dir",
-            str(csv_dir),
-            "--qlib-dir",
-            str(qlib_dir),
-            "--universe",
-            "sp500",
-            "--on-gap",
-            "raise",
-        ]
-        ingest_s, ingest_mb = _timed_child(cmd)
-        print(f"source: {csv_dir} ({n_files} files)")
-        print(f"{'step':<34}{'seconds':>10}{'peak MB':>10}")
-        print(f"{'pandas.read_csv of every file':<34}{read_s:>10.1f}{read_mb:>10.0f}")
-        print(f"{'storm-bt data ingest':<34}{ingest_s:>10.1f}{ingest_mb:>10.0f}")
-        print(f"ingest / read ratio: {ingest_s / read_s:.1f}x   targets: < 120 s, < 4096 MB")
+        qlib_dirs: list[Path] = []
+
+        def ingest() -> list[str]:  # a new provider folder each round: ingest never overwrites one
+            qlib_dirs.append(Path(tmp) / f"qlib{len(qlib_dirs)}")
+            cmd = [sys.executable, "-m", "storm_bt.cli", "data", "ingest", "--csv-dir", str(csv_dir)]
+            return [*cmd, "--qlib-dir", str(qlib_dirs[-1]), "--universe", "sp500", "--on-gap", "raise"]
+
+        read = lambda: [sys.executable, "-c", READ_ALL, str(csv_dir)]  # noqa: E731
+        peaks: dict[str, list[float]] = {"read": [], "ingest": []}
+        seconds = interleaved(
+            {"read": _timed_child(read, peaks["read"]), "ingest": _timed_child(ingest, peaks["ingest"])},
+            args.repeats,
+        )
+        print(f"source: {csv_dir} ({n_files} files); {machine_line(args.repeats)}; median [min .. max]")
+        print(f"{'step':<34}{'seconds':>22}{'peak MB':>22}")
+        for key, name in (("read", "pandas.read_csv of every file"), ("ingest", "storm-bt data ingest")):
+            print(f"{name:<34}{spread(seconds[key], '.1f'):>22}{spread(np.asarray(peaks[key])):>22}")
+        ratio = spread(seconds["ingest"] / seconds["read"], ".1f")
+        print(f"ingest / read: {ratio}x   targets: < 120 s, < 4096 MB")
         if not args.no_verify:
-            print(f"Qlib read-back mismatches of $close: {_verify(csv_dir, qlib_dir)}")
+            print(f"Qlib read-back mismatches of $close: {_verify(csv_dir, qlib_dirs[-1])}")
 
 
 if __name__ == "__main__":

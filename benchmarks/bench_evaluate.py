@@ -1,27 +1,31 @@
 """Wall time of one small synthetic walk-forward evaluation on three executors, and of a fold's data
 preparation built against reused.
 
-    python benchmarks/bench_evaluate.py [--folds 3] [--seeds 2]
+    python benchmarks/bench_evaluate.py [--folds 3] [--seeds 2] [--repeats 3]
 
 LightGBM on a 20-stock synthetic market, each run with 1 thread: serially (``--jobs 1``), on a
 local pool (``--jobs 2``) and on a local Ray cluster started on the loopback address. Every
 executor starts from an empty output folder, so each one does the same work; the tables must
 come out byte-identical (checked). Then one fold's Alpha158 handler is built (Qlib's expression
 engine and processors, what every qrun run would do) and reloaded from its pickle (what every run
-after the first does).
+after the first does). All five are measured in interleaved rounds (``benchmarks/timing.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import pickle
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from itertools import count
 from pathlib import Path
+
+from timing import interleaved, machine_line, spread
 
 from storm_bt.data.csv_source import load_csv_dir
 from storm_bt.data.provider import read_calendar, write_provider
@@ -49,12 +53,6 @@ def _config(provider: Path, folds: int, seeds: int) -> EvalConfig:
     return EvalConfig.from_dict(raw)
 
 
-def _timed(cfg: EvalConfig, out: Path, executor: Executor) -> tuple[float, bytes]:
-    start = time.perf_counter()
-    run_evaluation(cfg, out, executor, threads=1)
-    return time.perf_counter() - start, (out / "tables.md").read_bytes()
-
-
 def _ray_cluster() -> tuple[str, Path]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -69,6 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -77,38 +76,62 @@ def main() -> None:
         )
         write_provider(load_csv_dir(tmp / "csv"), tmp / "qlib", "synth")
         cfg = _config(tmp / "qlib", args.folds, args.seeds)
-        runs = args.folds * args.seeds
-        serial, tables = _timed(cfg, tmp / "serial", LocalExecutor(1))
-        pooled, pooled_tables = _timed(cfg, tmp / "jobs2", LocalExecutor(2))
-        address, ray = _ray_cluster()
-        try:
-            clustered, ray_tables = _timed(cfg, tmp / "ray", RayExecutor(address))
-        finally:
-            subprocess.run([str(ray), "stop", "--force"], capture_output=True, check=False)
-        if not tables == pooled_tables == ray_tables:
-            raise SystemExit("the executors gave different tables")
-
         fold = rolling_folds(cfg.rolling, read_calendar(tmp / "qlib"))[-1]
         workflow = retarget(
             load_workflow(EXPERIMENTS / "workflow_lgbm_alpha158_dj30.yaml"), tmp / "qlib", "synth", "SYNTH_EW", fold
         )
-        start = time.perf_counter()
-        prepared = prepare_handler(workflow, str(tmp / "handler.pkl"))
-        built = time.perf_counter() - start
-        start = time.perf_counter()
-        with open(prepared, "rb") as fh:
-            pickle.load(fh)
-        reused = time.perf_counter() - start
+        folders = count()
+        tables: set[bytes] = set()
 
-    cores = len(os.sched_getaffinity(0))
-    print(
-        f"walk-forward, LightGBM, {args.folds} folds x {args.seeds} seeds = {runs} runs, 1 thread each, {cores} cores"
-    )
-    print(f"  serial (--jobs 1):       {serial:7.1f} s")
-    print(f"  local pool (--jobs 2):   {pooled:7.1f} s   ({serial / pooled:4.2f}x serial)")
-    print(f"  local Ray cluster:       {clustered:7.1f} s   ({serial / clustered:4.2f}x serial)")
-    print("  tables byte-identical on all three executors")
-    print(f"fold data preparation: built {built:6.2f} s, reused {reused:6.3f} s ({built / reused:5.0f}x faster reused)")
+        def evaluation(executor: Executor) -> Callable[[], float]:
+            def seconds() -> float:  # every round starts from an empty folder: the same work each time
+                out = tmp / f"evaluation{next(folders)}"
+                start = time.perf_counter()
+                run_evaluation(cfg, out, executor, threads=1)
+                elapsed = time.perf_counter() - start
+                tables.add((out / "tables.md").read_bytes())
+                shutil.rmtree(out)
+                return elapsed
+
+            return seconds
+
+        def built() -> float:
+            start = time.perf_counter()
+            prepare_handler(workflow, str(tmp / f"handler{next(folders)}.pkl"))
+            return time.perf_counter() - start
+
+        def reused() -> float:
+            start = time.perf_counter()
+            with open(next(tmp.glob("handler*.pkl")), "rb") as fh:
+                pickle.load(fh)
+            return time.perf_counter() - start
+
+        address, ray = _ray_cluster()
+        try:
+            measures = {
+                "serial": evaluation(LocalExecutor(1)),
+                "jobs2": evaluation(LocalExecutor(2)),
+                "ray": evaluation(RayExecutor(address)),
+                "built": built,
+                "reused": reused,
+            }
+            figures = interleaved(measures, args.repeats)
+        finally:
+            subprocess.run([str(ray), "stop", "--force"], capture_output=True, check=False)
+        if len(tables) != 1:
+            raise SystemExit("the executors or rounds gave different tables")
+
+    runs = args.folds * args.seeds
+    print(f"walk-forward, LightGBM, {args.folds} folds x {args.seeds} seeds = {runs} runs, 1 thread each; "
+          f"{machine_line(args.repeats)}; median [min .. max]")  # fmt: skip
+    serial = figures["serial"]
+    print(f"  serial (--jobs 1):       {spread(serial, '.1f')} s")
+    for name, label in (("jobs2", "local pool (--jobs 2):  "), ("ray", "local Ray cluster:      ")):
+        print(f"  {label} {spread(figures[name], '.1f')} s   ({spread(serial / figures[name], '.2f')}x serial)")
+    print("  tables byte-identical on all three executors and every round")
+    built, reused = figures["built"], figures["reused"]
+    print(f"fold data preparation: built {spread(built, '.2f')} s, reused {spread(reused, '.3f')} s "
+          f"({spread(built / reused, '.0f')}x faster reused)")  # fmt: skip
 
 
 if __name__ == "__main__":

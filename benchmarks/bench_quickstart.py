@@ -1,48 +1,69 @@
 """Wall time and peak memory of ``storm-bt quickstart`` from nothing (fresh run folder), then of a rerun.
 
-    python benchmarks/bench_quickstart.py [--keep DIR]
+    python benchmarks/bench_quickstart.py [--repeats 2] [--keep DIR]
 
-The quickstart runs in a child process (it starts qrun in a grandchild); peak memory is the
-largest resident set among them (``getrusage(RUSAGE_CHILDREN)``). Budget (issue 5): under 15
-minutes on 2 cores, offline. The rerun shows what reuse saves.
+The quickstart runs in a child process (it starts qrun in a grandchild); its peak memory is the
+largest resident set among them (``os.wait4``). Each round runs it fresh in a new folder, then
+again in that folder (interleaved, ``benchmarks/timing.py``). Budget (issue 5): under 15 minutes on
+2 cores, offline. The rerun shows what reuse saves.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+from timing import interleaved, machine_line, spread
 
-def timed_quickstart(run_dir: Path) -> float:
+
+def timed_quickstart(run_dir: Path, peaks: list[float]) -> float:
+    """Wall seconds of one quickstart in ``run_dir``; its peak resident MiB goes to ``peaks``."""
     start = time.perf_counter()
-    done = subprocess.run(
+    child = subprocess.Popen(
         [sys.executable, "-m", "storm_bt.cli", "quickstart", "--run-dir", str(run_dir)],
-        capture_output=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
-        check=False,
     )
-    if done.returncode != 0:
-        raise SystemExit(f"quickstart failed:\n{done.stderr[-3000:]}")
-    return time.perf_counter() - start
+    stderr = child.stderr.read()
+    _, status, usage = os.wait4(child.pid, 0)  # this run's processes only, not every child so far
+    seconds = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise SystemExit(f"quickstart failed:\n{stderr[-3000:]}")
+    peaks.append(usage.ru_maxrss / 1024)  # KiB on Linux
+    return seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--keep", help="run folder to use and keep (default: a temporary folder)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--keep", type=Path, help="folder to keep the run folders in (default: a temporary folder)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        run_dir = Path(args.keep) if args.keep else Path(tmp) / "quickstart"
-        fresh = timed_quickstart(run_dir)
-        peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
-        rerun = timed_quickstart(run_dir)
-    print(f"quickstart, fresh run folder: {fresh:8.1f} s   (budget 900 s: {fresh / 900:5.1%} of it)")
-    print(f"quickstart, rerun (reuses):   {rerun:8.1f} s   ({fresh / rerun:5.1f}x faster than fresh)")
-    print(f"peak resident memory:         {peak_mib:8.0f} MiB (largest child process)")
+        root = args.keep or Path(tmp)
+        runs: list[Path] = []
+        peaks: dict[str, list[float]] = {"fresh": [], "rerun": []}
+
+        def fresh() -> float:
+            runs.append(root / f"quickstart{len(runs)}")
+            return timed_quickstart(runs[-1], peaks["fresh"])
+
+        def rerun() -> float:
+            return timed_quickstart(runs[-1], peaks["rerun"])
+
+        seconds = interleaved({"fresh": fresh, "rerun": rerun}, args.repeats)
+    print(f"{machine_line(args.repeats)}; median [min .. max]")
+    print(f"quickstart, fresh run folder: {spread(seconds['fresh'], '.1f')} s (budget 900 s)")
+    print(f"quickstart, rerun (reuses):   {spread(seconds['rerun'], '.1f')} s, "
+          f"{spread(seconds['fresh'] / seconds['rerun'], '.1f')}x faster than fresh")  # fmt: skip
+    print(f"peak resident memory (fresh): {spread(np.asarray(peaks['fresh']))} MiB")
 
 
 if __name__ == "__main__":
