@@ -116,10 +116,11 @@ def test_prediction_for_a_date_does_not_depend_on_the_segment_end(fitted, datase
     pd.testing.assert_series_equal(short, full.loc[:cut])
 
 
-def test_storm_workflow_runs_under_qrun_with_paper_metrics(provider, tmp_path):
+@pytest.mark.parametrize("schedule", [{}, {"pretrain_epochs": 1}], ids=["one-stage", "two-stage"])
+def test_storm_workflow_runs_under_qrun_with_paper_metrics(provider, tmp_path, schedule):
     path, seg = provider
     config = retarget(load_workflow("experiments/workflow_storm_small_synth.yaml"), path, "synth", "SYNTH_EW", seg)
-    config["task"]["model"]["kwargs"].update(epochs=2, run_dir=str(tmp_path / "run"), progress=False)
+    config["task"]["model"]["kwargs"].update(epochs=2, run_dir=str(tmp_path / "run"), progress=False, **schedule)
     workflow = tmp_path / "workflow.yaml"
     write_workflow(config, workflow)
     done = subprocess.run(
@@ -132,6 +133,7 @@ def test_storm_workflow_runs_under_qrun_with_paper_metrics(provider, tmp_path):
         assert key in metrics, key
     assert 0.5 < metrics["paper.CW"] < 2.0 and 0 <= metrics["paper.MDD"] < 1
     assert (tmp_path / "run" / "code_usage.json").exists()
+    assert ("train.pretraining" in metrics) == bool(schedule)  # the last epoch's flag: 0, the full loss
 
 
 def test_fit_refuses_a_split_whose_train_labels_read_valid_prices(dataset, provider, tmp_path):

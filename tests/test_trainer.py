@@ -175,7 +175,7 @@ def test_two_stage_training_pretrains_the_vq_vae_alone_then_learns_the_signal(pl
     assert not torch.equal(pretrained[encoder], initial_model.state_dict()[encoder])
 
     model, result = Trainer(CFG, TWO_STAGE, tmp_path).fit(train, valid)  # resumes across the stage boundary
-    assert [r.get("stage") for r in result.history] == ["pretrain", "pretrain", None, None, None]
+    assert [r["pretraining"] for r in result.history] == [1.0, 1.0, 0.0, 0.0, 0.0]
     assert result.best_epoch > TWO_STAGE.pretrain_epochs  # an untrained predictor is never kept
     assert rank_ic_of(predict_windows(model, valid), valid)["RankIC"] > 0.2
     straight, _ = Trainer(CFG, TWO_STAGE).fit(train, valid)

@@ -207,7 +207,8 @@ class Trainer:
 
         Each epoch appends a record to the history (``history.json`` in ``run_dir``, rewritten
         atomically): ``epoch``, the mean of ``loss`` and of every loss term, ``grad_<term>.<encoder>``,
-        ``perplexity_<codebook>`` and ``valid_RankIC`` / ``valid_RankICIR``. A parent process follows
+        ``perplexity_<codebook>``, ``valid_RankIC`` / ``valid_RankICIR`` and, in a two-stage run,
+        ``pretraining`` (1 in the first stage, else 0). Every value is a number. A parent process follows
         a run's progress there. The main process holds ``run_dir``'s lock throughout: a second
         training into the same folder fails at once.
         """
@@ -251,9 +252,9 @@ class Trainer:
             score = rank_ic_of(predict_windows(model, valid, cfg.eval_batch_size), valid)
             record = {"epoch": epoch, **losses, **gradients, **perplexity}
             record.update({f"valid_{k}": v for k, v in score.items()})
-            if pretraining:  # the predictor has not been trained: its valid RankIC chooses nothing
-                record["stage"] = "pretrain"
-            else:
+            if cfg.pretrain_epochs:
+                record["pretraining"] = float(pretraining)
+            if not pretraining:  # in pretraining the predictor is untrained: its valid RankIC chooses nothing
                 self._select(state, model, epoch, score["RankIC"])
             state.history.append(record)
             state.epoch = epoch
