@@ -144,6 +144,38 @@ class Interrupted(Exception):
     pass
 
 
+def test_gradient_accumulation_steps_the_optimiser_once_per_group_of_batches(planted, tmp_path):
+    train, valid = planted
+    config = TrainConfig(epochs=3, batch_size=8, lr=2e-3, grad_accumulation=2, progress=False)
+    model, _ = Trainer(CFG, config, tmp_path).fit(train, valid)
+    updates = len(train) // 8 // 2 * config.epochs
+    checkpoint = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert checkpoint["scheduler"]["last_epoch"] == updates  # the schedule ends where the updates end
+    assert {int(s["step"]) for s in checkpoint["optimizer"]["state"].values()} == {updates}
+    assert rank_ic_of(predict_windows(model, valid), valid)["RankIC"] > 0.2
+    with pytest.raises(ValueError, match=r"grad_accumulation \(8\) x batch_size \(64\) x 1 process\(es\) needs more"):
+        Trainer(CFG, TrainConfig(batch_size=64, grad_accumulation=8, progress=False)).fit(train, valid)
+
+
+def test_bf16_autocast_scores_agree_with_float32_and_bf16_training_learns(planted):
+    train, valid = planted
+    model, _ = Trainer(CFG, FAST).fit(train, valid)
+    fp32 = predict_windows(model, valid)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = predict_windows(model, valid)
+    present = np.isfinite(fp32)
+    assert bf16.dtype == np.float32 and np.array_equal(np.isfinite(bf16), present)
+    gap = np.abs(bf16 - fp32)[present] / fp32[present].std()
+    assert gap.max() < BF16_TOLERANCE and gap.mean() < BF16_TOLERANCE / 5
+    assert np.corrcoef(bf16[present], fp32[present])[0, 1] > 0.999
+
+    config = TrainConfig(**{**FAST.__dict__, "precision": "bf16", "epochs": 5})
+    trained, _ = Trainer(CFG, config).fit(train, valid)
+    assert rank_ic_of(predict_windows(trained, valid), valid)["RankIC"] > 0.2
+
+
+BF16_TOLERANCE = 0.1  # largest score gap under bf16 autocast (8-bit mantissa), in units of the scores' std
+
 TWO_STAGE = TrainConfig(epochs=3, batch_size=16, lr=2e-3, pretrain_epochs=2, progress=False)
 
 
@@ -372,6 +404,8 @@ def test_deterministic_kernels_restore_the_callers_setting(planted):
         ({"betas": (0.9, 1.5)}, r"TrainConfig.betas must be two numbers in \[0, 1\)"),
         ({"pretrain_epochs": -1}, "TrainConfig.pretrain_epochs must be a whole number of at least 0, got -1"),
         ({"pretrained_lr_scale": -0.1}, r"TrainConfig.pretrained_lr_scale must be a number in \[0.0, inf\)"),
+        ({"precision": "fp16"}, r"TrainConfig.precision must be one of \['fp32', 'bf16'\], got 'fp16'"),
+        ({"grad_accumulation": 0}, "TrainConfig.grad_accumulation must be a whole number of at least 1, got 0"),
     ],
 )
 def test_bad_training_settings_are_named(kwargs, message):

@@ -39,6 +39,7 @@ __all__ = ["CheckpointError", "TrainConfig", "TrainResult", "TrainState", "Train
 CHECKPOINT_FORMAT = 1
 HISTORY = "history.json"  # in a run folder: one record per finished epoch, rewritten after each
 EMBEDDING_PARAMETERS = {"cls", "pos", "queries"}  # learned tokens and positions: no weight decay
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # TrainConfig.precision -> the autocast dtype
 
 
 class CheckpointError(RuntimeError):
@@ -64,11 +65,15 @@ class TrainConfig:
     # the `epochs` of the full loss, in which the pretrained part learns at pretrained_lr_scale x lr
     pretrain_epochs: int = 0
     pretrained_lr_scale: float = 1.0
+    # memory and speed: bf16 autocast (weights and optimiser stay float32; for GPUs, and CPUs with bf16
+    # units), and batches whose gradients add up before one optimiser step (batch_size x this per step)
+    precision: str = "fp32"
+    grad_accumulation: int = 1
     progress: bool = True
 
     def __post_init__(self) -> None:
         whole = (("epochs", 1), ("batch_size", 1), ("patience", 1), ("eval_batch_size", 1), ("seed", 0))
-        for name, minimum in (*whole, ("pretrain_epochs", 0)):
+        for name, minimum in (*whole, ("pretrain_epochs", 0), ("grad_accumulation", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"TrainConfig.{name} must be a whole number of at least {minimum}, got {value!r}.")
@@ -81,6 +86,8 @@ class TrainConfig:
             raise ValueError("TrainConfig.lr must be positive, got 0.")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}.")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"TrainConfig.precision must be one of {list(PRECISIONS)}, got {self.precision!r}.")
 
 
 @dataclass
@@ -165,7 +172,7 @@ def predict_windows(model: nn.Module, data: WindowDataset, batch_size: int = 64)
     out = []
     for x, mask, _, _ in DataLoader(data, batch_size=batch_size, shuffle=False):
         pred = model(x.to(device), mask.to(device)).pred
-        out.append(torch.where(mask[:, -1].to(device), pred, torch.nan).cpu())
+        out.append(torch.where(mask[:, -1].to(device), pred.float(), torch.nan).cpu())  # float32 under autocast too
     model.train(was_training)
     return torch.cat(out).numpy() if out else np.empty((0, data.panel.features.shape[1]), dtype=np.float32)
 
@@ -229,12 +236,20 @@ class Trainer:
                 f"TrainConfig.pretrain_epochs is {cfg.pretrain_epochs}, but {self.network.__name__} has no "
                 "pretraining() that names what a first stage trains: set pretrain_epochs to 0."
             )
-        steps_per_epoch = len(train) // acc.num_processes // cfg.batch_size or 1
+        whole_batches = len(train) // acc.num_processes // cfg.batch_size
+        if cfg.grad_accumulation > max(1, whole_batches):
+            raise ValueError(
+                f"TrainConfig.grad_accumulation ({cfg.grad_accumulation}) x batch_size ({cfg.batch_size}) x "
+                f"{acc.num_processes} process(es) needs more than the {len(train)} training windows."
+            )
+        # optimiser updates per epoch, each of grad_accumulation batches per process (whole updates only)
+        updates_per_epoch = whole_batches // cfg.grad_accumulation or 1
+        batches_per_epoch = updates_per_epoch * cfg.grad_accumulation
         state, last = TrainState(), None
         if resume and self._last_path() is not None and self._last_path().exists():
             state, last = self._read_last()
         # the checkpoint holds the optimiser of the stage its next epoch is in
-        optimizer, scheduler = self._optimizer(model, steps_per_epoch, pretraining=state.epoch < cfg.pretrain_epochs)
+        optimizer, scheduler = self._optimizer(model, updates_per_epoch, pretraining=state.epoch < cfg.pretrain_epochs)
         if last is not None:
             self._restore(last, model, optimizer, scheduler)
             acc.print(f"resuming from {self._last_path()} after epoch {state.epoch}")
@@ -245,11 +260,14 @@ class Trainer:
             probe = _first_batch(train, self._epoch_batches(train, epoch, 1), acc.device)
             gradients = term_gradient_norms(model, *probe)
             weights = model.pretraining()[1] if pretraining else None
-            losses = self._train_epoch(ddp_model, optimizer, scheduler, train, epoch, steps_per_epoch, weights=weights)
+            losses = self._train_epoch(
+                ddp_model, optimizer, scheduler, train, epoch, batches_per_epoch, weights=weights
+            )
             usage = {name: quantizer.reset_usage() for name, quantizer in _quantizers(model).items()}
             state.usage[str(epoch)] = {name: counts.tolist() for name, counts in usage.items()}
             perplexity = {f"perplexity_{name}": usage_perplexity(counts) for name, counts in usage.items()}
-            score = rank_ic_of(predict_windows(model, valid, cfg.eval_batch_size), valid)
+            with self._autocast():
+                score = rank_ic_of(predict_windows(model, valid, cfg.eval_batch_size), valid)
             record = {"epoch": epoch, **losses, **gradients, **perplexity}
             record.update({f"valid_{k}": v for k, v in score.items()})
             if cfg.pretrain_epochs:
@@ -261,7 +279,7 @@ class Trainer:
             progress = "pretraining" if pretraining else f"best {state.best_score:.4f} @ {state.best_epoch}"
             acc.print(f"{epoch_summary(record)}  ({progress})")
             if epoch == cfg.pretrain_epochs:
-                optimizer, scheduler = self._optimizer(model, steps_per_epoch, pretraining=False)
+                optimizer, scheduler = self._optimizer(model, updates_per_epoch, pretraining=False)
                 optimizer = acc.prepare_optimizer(optimizer)
             self._save(model, optimizer, scheduler, state)
         if not math.isfinite(state.best_score):
@@ -274,7 +292,7 @@ class Trainer:
         result = TrainResult(state.best_epoch, state.best_score, state.epoch, state.history, state.usage)
         return model, result
 
-    def _optimizer(self, model: nn.Module, steps_per_epoch: int, pretraining: bool):
+    def _optimizer(self, model: nn.Module, updates_per_epoch: int, pretraining: bool):
         """AdamW and its warm-up-cosine schedule over one stage: the pretrained part alone in the
         first stage; everything in the second, the pretrained part at ``pretrained_lr_scale`` x lr."""
         cfg = self.cfg
@@ -289,8 +307,13 @@ class Trainer:
         else:
             groups = _param_groups(model, cfg.weight_decay, cfg.lr)
         optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
-        steps = steps_per_epoch * (cfg.pretrain_epochs if pretraining else cfg.epochs)
+        steps = updates_per_epoch * (cfg.pretrain_epochs if pretraining else cfg.epochs)
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(steps, cfg.warmup_frac))
+
+    def _autocast(self):
+        """``TrainConfig.precision``'s autocast on this device (nothing for fp32)."""
+        dtype = PRECISIONS[self.cfg.precision]
+        return nullcontext() if dtype is None else torch.autocast(self.accelerator.device.type, dtype=dtype)
 
     @staticmethod
     def _select(state: TrainState, model: nn.Module, epoch: int, valid_rank_ic: float) -> None:
@@ -319,17 +342,20 @@ class Trainer:
         loader = DataLoader(train, batch_sampler=list(self._epoch_batches(train, epoch, steps)))
         sums: dict[str, float] = {}
         bar = tqdm(loader, desc=f"epoch {epoch}", disable=None if cfg.progress and acc.is_local_main_process else True)
-        for x, mask, y, _ in bar:
+        for batch, (x, mask, y, _) in enumerate(bar):
             if cfg.permute_stocks:
                 x, mask, y = permute_stocks(x, mask, y)
-            out = ddp_model(x.to(acc.device), mask.to(acc.device), y.to(acc.device))
-            loss = out.loss if weights is None else weighted_loss(out.loss_terms, weights)
-            optimizer.zero_grad(set_to_none=True)
-            acc.backward(loss)
-            if cfg.grad_clip > 0:
-                acc.clip_grad_norm_(ddp_model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
+            update = (batch + 1) % cfg.grad_accumulation == 0  # DDP syncs and the optimiser steps on these
+            with nullcontext() if update else acc.no_sync(ddp_model), self._autocast():
+                out = ddp_model(x.to(acc.device), mask.to(acc.device), y.to(acc.device))
+                loss = out.loss if weights is None else weighted_loss(out.loss_terms, weights)
+            acc.backward(loss / cfg.grad_accumulation)  # each update follows the mean over its batches
+            if update:
+                if cfg.grad_clip > 0:
+                    acc.clip_grad_norm_(ddp_model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
             for key, value in {"loss": loss, **out.loss_terms}.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
