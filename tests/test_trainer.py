@@ -319,11 +319,14 @@ def test_resuming_with_another_configuration_is_refused(planted, tmp_path):
     assert (tmp_path / "last.pt").read_bytes() == before
 
 
-@pytest.mark.parametrize("ablation", [None, "ts_only"])
-def test_two_process_ddp_run_on_cpu(tmp_path, ablation):
+@pytest.mark.parametrize(
+    ("ablation", "settings"), [(None, {}), ("ts_only", {}), (None, {"grad_accumulation": 2, "precision": "bf16"})]
+)
+def test_two_process_ddp_run_on_cpu(tmp_path, ablation, settings):
     """``accelerate launch`` with 2 CPU processes (gloo): both ranks end with the same weights.
 
     A single-branch ablation once failed here: a parameter outside the loss stops DDP's reduction.
+    Accumulating batches skips DDP's sync on all but the last one of each update.
     """
     script = Path(__file__).with_name("ddp_fit.py")
     cmd = [
@@ -341,7 +344,8 @@ def test_two_process_ddp_run_on_cpu(tmp_path, ablation):
         "no",
         str(script),
         str(tmp_path),
-        *([ablation] if ablation else []),
+        ablation or "-",
+        json.dumps(settings),
     ]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
