@@ -15,16 +15,13 @@ same size (408 stocks x 4013 sessions).
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from timing import interleaved, machine_line, spread
+from timing import child_run, interleaved, machine_line, spread
 
 from storm_bt.data.testing import shared_data_dir
 
@@ -37,18 +34,11 @@ print(sum(len(f) for f in frames))
 
 
 def _timed_child(command: Callable[[], list[str]], peaks: list[float]) -> Callable[[], float]:
-    """A measure: wall seconds of one run of ``command()`` in a child process; its peak RSS (MB) goes to ``peaks``."""
+    """A measure: wall seconds of one run of ``command()`` in a child process; its peak RSS (MiB) goes to ``peaks``."""
 
     def measure() -> float:
-        cmd = command()
-        start = time.perf_counter()
-        child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(child.pid, 0)  # this child's own peak, not the largest of all children
-        seconds = time.perf_counter() - start
-        child.returncode = os.waitstatus_to_exitcode(status)
-        if child.returncode != 0:
-            raise subprocess.CalledProcessError(child.returncode, cmd)
-        peaks.append(usage.ru_maxrss / 1024)  # KB on Linux
+        seconds, peak = child_run(command())
+        peaks.append(peak)
         return seconds
 
     return measure

@@ -11,33 +11,18 @@ again in that folder (interleaved, ``benchmarks/timing.py``). Budget (issue 5): 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-from timing import interleaved, machine_line, spread
+from timing import child_run, interleaved, machine_line, spread
 
 
 def timed_quickstart(run_dir: Path, peaks: list[float]) -> float:
     """Wall seconds of one quickstart in ``run_dir``; its peak resident MiB goes to ``peaks``."""
-    start = time.perf_counter()
-    child = subprocess.Popen(
-        [sys.executable, "-m", "storm_bt.cli", "quickstart", "--run-dir", str(run_dir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    stderr = child.stderr.read()
-    _, status, usage = os.wait4(child.pid, 0)  # this run's processes only, not every child so far
-    seconds = time.perf_counter() - start
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-        raise SystemExit(f"quickstart failed:\n{stderr[-3000:]}")
-    peaks.append(usage.ru_maxrss / 1024)  # KiB on Linux
+    seconds, peak = child_run([sys.executable, "-m", "storm_bt.cli", "quickstart", "--run-dir", str(run_dir)])
+    peaks.append(peak)
     return seconds
 
 

@@ -8,6 +8,9 @@ rounds as the spread: a wide range says the machine was not quiet, a narrow one 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 from collections.abc import Callable
 from datetime import date
 
@@ -16,7 +19,7 @@ import numpy as np
 from storm_bt.parallel.tasks import default_jobs
 from storm_bt.pipelines.golden import machine
 
-__all__ = ["interleaved", "machine_line", "spread"]
+__all__ = ["child_run", "interleaved", "machine_line", "spread"]
 
 
 def interleaved(measures: dict[str, Callable[[], float]], repeats: int) -> dict[str, np.ndarray]:
@@ -38,3 +41,19 @@ def spread(values: np.ndarray, fmt: str = ",.0f") -> str:
 def machine_line(repeats: int) -> str:
     """Where and when the figures come from, for the README."""
     return f"{date.today()}, {machine()['cpu']}, {default_jobs()} cores, {repeats} interleaved rounds"
+
+
+def child_run(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak resident MiB of ``cmd`` run in a child process; a failure ends with its stderr.
+
+    ``os.wait4`` reports this child's own peak (with the grandchildren it waited for), not the
+    largest of every child the benchmark started so far."""
+    start = time.perf_counter()
+    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stderr = child.stderr.read()  # read before waiting: a full pipe would block the child
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{stderr[-3000:]}")
+    return seconds, usage.ru_maxrss / 1024  # KiB on Linux
