@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from storm_bt.io import atomic_path, exclusive
 from storm_bt.model.windows import WindowDataset
@@ -47,10 +46,9 @@ class FactorStoreError(ValueError):
 @torch.no_grad()
 def _batches(model: nn.Module, data: WindowDataset, batch_size: int) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     model.eval()
-    device = next(model.parameters()).device
     start = 0
-    for x, mask, _, _ in DataLoader(data, batch_size=batch_size, shuffle=False):
-        emb = model(x.to(device), mask.to(device)).embeddings
+    for x, mask, _, _ in data.to(next(model.parameters()).device).batches(batch_size):
+        emb = model(x, mask).embeddings
         arrays = {
             "pooled": emb.stock,
             "ts_tokens": emb.ts_tokens,

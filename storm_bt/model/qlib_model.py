@@ -9,7 +9,6 @@ transform; labels come from the learning view (``DK_L``). Predicting a segment r
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import fields
 from typing import Any
@@ -25,10 +24,10 @@ from qlib.workflow import R
 from storm_bt.model.network import network_class
 from storm_bt.model.storm import Storm
 from storm_bt.model.trainer import TrainConfig, Trainer, TrainResult, predict_windows
-from storm_bt.model.windows import Panel, WindowDataset
+from storm_bt.model.windows import Panel, WindowDataset, training_signature
 from storm_bt.workflows.leakage import check_fit_dataset
 
-__all__ = ["StormModel", "WindowModel"]
+__all__ = ["StormModel", "WindowModel", "fit_panel"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,14 +73,7 @@ class WindowModel(Model):
     def fit(self, dataset: DatasetH, evals_result: dict | None = None, reweighter: Any = None) -> WindowModel:
         if reweighter is not None:
             raise ValueError(f"{type(self).__name__} does not support sample reweighting.")
-        train_start, train_end = _segment_range(dataset, "train")
-        valid_start, valid_end = _segment_range(dataset, "valid")
-        if valid_start <= train_end:
-            raise ValueError(f"valid segment starts ({valid_start.date()}) before train ends ({train_end.date()}).")
-        check_fit_dataset(dataset, (train_start, train_end), valid_start)
-        features = dataset.handler.fetch(slice(None, valid_end), col_set="feature", data_key=DataHandlerLP.DK_I)
-        labels = pd.concat(dataset.prepare(["train", "valid"], col_set="label", data_key=DataHandlerLP.DK_L)).iloc[:, 0]
-        panel = Panel.from_frame(features, labels)
+        panel, (train_start, train_end), (valid_start, valid_end) = fit_panel(dataset)
         cfg = self.network.configure(len(panel.instruments), panel.features.shape[2], **self.network_config)
         train = WindowDataset.labelled(panel, cfg.window, train_start, train_end)
         valid = WindowDataset.labelled(panel, cfg.window, valid_start, valid_end)
@@ -94,12 +86,7 @@ class WindowModel(Model):
             len(valid),
             cfg.window,
         )
-        data_signature = {
-            "instruments": list(panel.instruments),
-            "train": _span(train),
-            "valid": _span(valid),
-            "content": _digest(panel),
-        }
+        data_signature = training_signature(train, valid)
         trainer = Trainer(cfg, self.train_config, self.run_dir, data_signature, network=self.network)
         self.model, self.result = trainer.fit(train, valid, resume=self.resume)
         self.model.cpu()
@@ -178,19 +165,17 @@ class StormModel(WindowModel):
         super().__init__(type(self).network, options, run_dir, resume, **train_kwargs)
 
 
-def _span(data: WindowDataset) -> list:
-    """First and last end date and count of a window set (empty when there are none; the trainer says so)."""
-    if len(data) == 0:
-        return []
-    return [str(data.panel.dates[data.ends[0]]), str(data.panel.dates[data.ends[-1]]), len(data)]
-
-
-def _digest(panel: Panel) -> str:
-    """A hash of the panel's values: a checkpoint is resumed only on the very data it was trained on."""
-    digest = hashlib.blake2b(digest_size=16)
-    for array in (panel.features, panel.present, panel.labels):
-        digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
+def fit_panel(dataset: DatasetH) -> tuple[Panel, tuple[pd.Timestamp, pd.Timestamp], tuple[pd.Timestamp, pd.Timestamp]]:
+    """What a fit reads, checked for leakage: the panel of features up to the valid segment's end
+    (inference view) with train and valid labels (learning view), and the two segments' date ranges."""
+    train_start, train_end = _segment_range(dataset, "train")
+    valid_start, valid_end = _segment_range(dataset, "valid")
+    if valid_start <= train_end:
+        raise ValueError(f"valid segment starts ({valid_start.date()}) before train ends ({train_end.date()}).")
+    check_fit_dataset(dataset, (train_start, train_end), valid_start)
+    features = dataset.handler.fetch(slice(None, valid_end), col_set="feature", data_key=DataHandlerLP.DK_I)
+    labels = pd.concat(dataset.prepare(["train", "valid"], col_set="label", data_key=DataHandlerLP.DK_L)).iloc[:, 0]
+    return Panel.from_frame(features, labels), (train_start, train_end), (valid_start, valid_end)
 
 
 def _segment_range(dataset: DatasetH, segment: str | slice) -> tuple[pd.Timestamp, pd.Timestamp]:

@@ -24,7 +24,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from storm_bt.io import atomic_path, atomic_write_text, exclusive
@@ -69,6 +68,9 @@ class TrainConfig:
     # units), and batches whose gradients add up before one optimiser step (batch_size x this per step)
     precision: str = "fp32"
     grad_accumulation: int = 1
+    # PyTorch's deterministic kernels: the same seed gives the same weights (the regression suite's
+    # premise); False lets a GPU pick its fastest kernels
+    deterministic: bool = True
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -86,6 +88,8 @@ class TrainConfig:
             raise ValueError("TrainConfig.lr must be positive, got 0.")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}.")
+        if not isinstance(self.deterministic, bool):
+            raise ValueError(f"TrainConfig.deterministic must be true or false, got {self.deterministic!r}.")
         if self.precision not in PRECISIONS:
             raise ValueError(f"TrainConfig.precision must be one of {list(PRECISIONS)}, got {self.precision!r}.")
 
@@ -168,11 +172,10 @@ def predict_windows(model: nn.Module, data: WindowDataset, batch_size: int = 64)
     """Scores (len(data), N) of ``model`` in eval mode; NaN for stocks absent on the window's last day."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     out = []
-    for x, mask, _, _ in DataLoader(data, batch_size=batch_size, shuffle=False):
-        pred = model(x.to(device), mask.to(device)).pred
-        out.append(torch.where(mask[:, -1].to(device), pred.float(), torch.nan).cpu())  # float32 under autocast too
+    for x, mask, _, _ in data.to(next(model.parameters()).device).batches(batch_size):
+        pred = model(x, mask).pred
+        out.append(torch.where(mask[:, -1], pred.float(), torch.nan).cpu())  # float32 under autocast too
     model.train(was_training)
     return torch.cat(out).numpy() if out else np.empty((0, data.panel.features.shape[1]), dtype=np.float32)
 
@@ -208,9 +211,9 @@ class Trainer:
 
     # -- public -------------------------------------------------------------------------------------
 
-    @deterministic_kernels()
     def fit(self, train: WindowDataset, valid: WindowDataset, resume: bool = True) -> tuple[nn.Module, TrainResult]:
-        """Train from scratch, or from ``run_dir/last.pt`` when ``resume`` and it exists (deterministic kernels).
+        """Train from scratch, or from ``run_dir/last.pt`` when ``resume`` and it exists (deterministic kernels
+        unless ``TrainConfig.deterministic`` is False).
 
         Each epoch appends a record to the history (``history.json`` in ``run_dir``, rewritten
         atomically): ``epoch``, the mean of ``loss`` and of every loss term, ``grad_<term>.<encoder>``,
@@ -220,7 +223,10 @@ class Trainer:
         training into the same folder fails at once.
         """
         writes = self.run_dir is not None and self.accelerator.is_main_process
-        with exclusive(self.run_dir, "training checkpoint folder") if writes else nullcontext():
+        with (
+            exclusive(self.run_dir, "training checkpoint folder") if writes else nullcontext(),
+            deterministic_kernels() if self.cfg.deterministic else nullcontext(),
+        ):
             return self._fit(train, valid, resume)
 
     def _fit(self, train: WindowDataset, valid: WindowDataset, resume: bool) -> tuple[nn.Module, TrainResult]:
@@ -229,6 +235,7 @@ class Trainer:
         if len(valid) == 0:
             raise ValueError("No valid windows: checkpoint selection needs a valid segment with labels.")
         acc, cfg = self.accelerator, self.cfg
+        train, valid = train.to(acc.device), valid.to(acc.device)  # batches are sliced where the model is
         set_seed(cfg.seed)
         model = self.network(self.model_cfg)
         if cfg.pretrain_epochs and not hasattr(model, "pretraining"):
@@ -257,7 +264,7 @@ class Trainer:
         while state.epoch < cfg.pretrain_epochs + cfg.epochs and state.stale < cfg.patience:
             epoch = state.epoch + 1
             pretraining = epoch <= cfg.pretrain_epochs
-            probe = _first_batch(train, self._epoch_batches(train, epoch, 1), acc.device)
+            probe = train.batch(next(self._epoch_batches(train, epoch, 1)))[:3]
             gradients = term_gradient_norms(model, *probe)
             weights = model.pretraining()[1] if pretraining else None
             losses = self._train_epoch(
@@ -339,15 +346,16 @@ class Trainer:
         """One pass over this process's batches; ``weights`` replace the network's loss weights (pretraining)."""
         acc, cfg = self.accelerator, self.cfg
         ddp_model.train()
-        loader = DataLoader(train, batch_sampler=list(self._epoch_batches(train, epoch, steps)))
+        batches = list(self._epoch_batches(train, epoch, steps))
         sums: dict[str, float] = {}
-        bar = tqdm(loader, desc=f"epoch {epoch}", disable=None if cfg.progress and acc.is_local_main_process else True)
-        for batch, (x, mask, y, _) in enumerate(bar):
+        bar = tqdm(batches, desc=f"epoch {epoch}", disable=None if cfg.progress and acc.is_local_main_process else True)
+        for batch, indices in enumerate(bar):
+            x, mask, y, _ = train.batch(indices)
             if cfg.permute_stocks:
                 x, mask, y = permute_stocks(x, mask, y)
             update = (batch + 1) % cfg.grad_accumulation == 0  # DDP syncs and the optimiser steps on these
             with nullcontext() if update else acc.no_sync(ddp_model), self._autocast():
-                out = ddp_model(x.to(acc.device), mask.to(acc.device), y.to(acc.device))
+                out = ddp_model(x, mask, y)
                 loss = out.loss if weights is None else weighted_loss(out.loss_terms, weights)
             acc.backward(loss / cfg.grad_accumulation)  # each update follows the mean over its batches
             if update:
@@ -359,7 +367,7 @@ class Trainer:
             for key, value in {"loss": loss, **out.loss_terms}.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-        return {k: v / max(1, len(loader)) for k, v in sums.items()}
+        return {k: v / max(1, len(batches)) for k, v in sums.items()}
 
     # -- checkpoints --------------------------------------------------------------------------------
 
@@ -500,12 +508,6 @@ def usage_perplexity(counts: torch.Tensor) -> float:
     p = counts.double() / total
     p = p[p > 0]
     return float(torch.exp(-(p * p.log()).sum()))
-
-
-def _first_batch(train: WindowDataset, batches: Iterator[list[int]], device: torch.device) -> tuple[torch.Tensor, ...]:
-    """The epoch's first training batch, on ``device`` (what the gradient probe measures)."""
-    x, mask, y, _ = next(iter(DataLoader(train, batch_sampler=[next(batches)])))
-    return x.to(device), mask.to(device), y.to(device)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -9,15 +9,18 @@ t only, so a prediction for t cannot see anything after t.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+import hashlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["Panel", "WindowDataset"]
+__all__ = ["Panel", "WindowDataset", "training_signature"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,29 @@ class Panel:
             label_values = labels.reindex(grid).to_numpy(dtype=np.float32, copy=True).reshape(d, n)
         return cls(dates, inst, values, present, label_values)
 
+    def save(self, path: str | Path) -> None:
+        """Write the panel to ``path`` (NumPy's ``.npz``); :meth:`load` reads it back without Qlib."""
+        with open(path, "wb") as file:
+            np.savez(
+                file,
+                dates=self.dates.to_numpy(dtype="datetime64[ns]"),
+                instruments=np.asarray(self.instruments, dtype=str),
+                features=self.features,
+                present=self.present,
+                labels=self.labels,
+            )
+
+    @classmethod
+    def load(cls, path: str | Path) -> Panel:
+        with np.load(path, allow_pickle=False) as saved:
+            return cls(
+                pd.DatetimeIndex(saved["dates"]),
+                pd.Index(saved["instruments"].tolist(), name="instrument"),
+                saved["features"],
+                saved["present"],
+                saved["labels"],
+            )
+
     def positions(self, start: pd.Timestamp | str | None, end: pd.Timestamp | str | None) -> np.ndarray:
         """Indices of the dates within [start, end] (inclusive, either side open when None)."""
         keep = np.ones(len(self.dates), dtype=bool)
@@ -100,6 +126,32 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ends)
 
+    def to(self, device: torch.device | str) -> WindowDataset:
+        """The same windows with the panel on ``device`` (a GPU then slices its batches itself)."""
+        moved = copy.copy(self)
+        moved._features, moved._present, moved._labels = (
+            t.to(device) for t in (self._features, self._present, self._labels)
+        )
+        return moved
+
+    def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The windows at ``indices`` stacked, as a DataLoader over the items would give them, in one gather
+        on the panel's device: ``(x, mask, y, ends)`` of shapes (B, T, N, F), (B, T, N), (B, N), (B,)."""
+        device = self._features.device
+        ends = torch.as_tensor(self.ends[np.asarray(indices, dtype=np.int64)], device=device)
+        days = ends[:, None] + torch.arange(1 - self.window, 1, device=device)  # (B, T)
+        before = days < 0  # days before the panel starts: zeros, masked
+        days = days.clamp(min=0)
+        x, mask = self._features[days], self._present[days] & ~before[..., None]
+        if bool(before.any()):
+            x = x.masked_fill(before[..., None, None], 0.0)
+        return x, mask, self._labels[ends], ends
+
+    def batches(self, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Every window in order, ``size`` at a time (the last batch may be shorter)."""
+        for start in range(0, len(self), size):
+            yield self.batch(range(start, min(start + size, len(self))))
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         """``(x, mask, y, end)``: (T, N, F) features, (T, N) presence, (N,) labels at the end date, its index."""
         end = int(self.ends[i])
@@ -112,3 +164,24 @@ class WindowDataset(Dataset):
             x = torch.cat([x.new_zeros((pad, *x.shape[1:])), x])
             mask = torch.cat([mask.new_zeros((pad, *mask.shape[1:])), mask])
         return x, mask, self._labels[end], end
+
+
+def training_signature(train: WindowDataset, valid: WindowDataset) -> dict:
+    """What a fit trains on (universe, train and valid spans, a hash of the panel's values): a
+    checkpoint is resumed only on the very same data."""
+    digest = hashlib.blake2b(digest_size=16)
+    for array in (train.panel.features, train.panel.present, train.panel.labels):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return {
+        "instruments": list(train.panel.instruments),
+        "train": _span(train),
+        "valid": _span(valid),
+        "content": digest.hexdigest(),
+    }
+
+
+def _span(data: WindowDataset) -> list:
+    """First and last end date and count of a window set (empty when there are none; the trainer says so)."""
+    if len(data) == 0:
+        return []
+    return [str(data.panel.dates[data.ends[0]]), str(data.panel.dates[data.ends[-1]]), len(data)]

@@ -21,7 +21,15 @@ from typing import Any
 
 from storm_bt.io import atomic_path, exclusive
 
-__all__ = ["dataset_config_in", "handler_config", "handler_key", "prepare_handler", "with_prepared_handler"]
+__all__ = [
+    "dataset_config_in",
+    "handler_config",
+    "handler_key",
+    "panel_key",
+    "prepare_handler",
+    "prepare_panel",
+    "with_prepared_handler",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +67,35 @@ def prepare_handler(config: dict[str, Any], target: str) -> str:
             handler.to_pickle(tmp, dump_all=True)
     log.info("prepared %s", target)
     return target
+
+
+def panel_key(config: dict[str, Any], provider_sha: str) -> str:
+    """The cache key of a workflow's fit panel: its handler's key and the train and valid segments."""
+    segments = config["task"]["dataset"]["kwargs"]["segments"]
+    what = {"handler": handler_key(config, provider_sha), "segments": [segments["train"], segments["valid"]]}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def prepare_panel(config: dict[str, Any], target: str | Path) -> Path:
+    """Build what a fit of the workflow reads (:func:`storm_bt.model.qlib_model.fit_panel`: features
+    to the valid segment's end, train and valid labels) and save it to ``target`` (``.npz``), unless
+    it is there. Training then needs no Qlib (``experiments/train_storm.py``)."""
+    import qlib
+    from qlib.utils import init_instance_by_config
+
+    from storm_bt.model.qlib_model import fit_panel
+
+    target_path = Path(target)
+    with exclusive(target_path, "prepared panel"):
+        if target_path.is_file():
+            return target_path
+        provider = str(Path(str(config["qlib_init"]["provider_uri"])).expanduser())
+        qlib.init(provider_uri=provider, region=config["qlib_init"].get("region", "us"))
+        panel, _, _ = fit_panel(init_instance_by_config(copy.deepcopy(config["task"]["dataset"])))
+        with atomic_path(target_path) as tmp:
+            panel.save(tmp)
+    log.info("prepared %s", target_path)
+    return target_path
 
 
 def with_prepared_handler(config: dict[str, Any], prepared: Path, run_dir: Path) -> dict[str, Any]:
