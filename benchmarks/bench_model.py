@@ -86,11 +86,15 @@ def _autocast(case: Case, device: torch.device):
 
 
 def model_step(case: Case, batch: int, device: torch.device) -> Callable[[], None]:
-    """One training step of the model alone (forward, backward, AdamW), on one fixed batch."""
+    """One training step of the model alone (forward, backward, AdamW), on the panel's first batch."""
     torch.manual_seed(0)
-    model = Storm(case.config()).to(device).train()
+    cfg = case.config()
+    model = Storm(cfg).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x, mask, y = _batch(case.config(), batch, device)
+    panel = synthetic_panel(cfg.n_stocks, cfg.n_features, cfg.window + batch)
+    x, mask, y, _ = (
+        WindowDataset(panel, cfg.window, np.arange(cfg.window, cfg.window + batch)).to(device).batch(range(batch))
+    )
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -183,6 +187,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="the workflows' batch (small preset: 16)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per measure")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--memory-only", action="store_true", help="parameters and peak memory, no timings")
     parser.add_argument("--nondeterministic", action="store_true", help="the trainer without deterministic kernels")
     step_only = ("PRESET", "STOCKS", "PRECISION", "BATCH")
     parser.add_argument("--step-only", nargs=4, metavar=step_only, help=argparse.SUPPRESS)
@@ -213,6 +218,9 @@ def main() -> None:
             if not fits:
                 print(f"{head}  needs about {need / 1024:.1f} GiB at batch {args.batch}: does not fit here", flush=True)
                 continue
+        if args.memory_only:
+            print(f"{head}{peak_mib(case, args.batch, device):>10,.0f}", flush=True)
+            continue
         try:
             peak = peak_mib(case, args.batch, device)
             figures = interleaved(

@@ -20,6 +20,7 @@ import argparse
 import json
 import resource
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,6 @@ from storm_bt.model.trainer import HISTORY, TrainConfig, Trainer
 from storm_bt.model.windows import Panel, WindowDataset, training_signature
 from storm_bt.workflows.prepared import panel_key, prepare_panel
 from storm_bt.workflows.qrun import load_workflow
-
-MODEL_OPTIONS = ("preset", "ablation", "model_config")  # StormModel's; its other kwargs but run_dir are TrainConfig's
 
 
 def storm_settings(config: dict[str, Any], overrides: list[str]) -> tuple[dict[str, Any], dict[str, Any], str | None]:
@@ -52,6 +51,10 @@ def storm_settings(config: dict[str, Any], overrides: list[str]) -> tuple[dict[s
         if not sep:
             raise SystemExit(f"--set takes key=value, got {item!r}.")
         kwargs[key] = YAML(typ="safe").load(value)
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise SystemExit(f"Unknown training setting(s) {unknown}; TrainConfig's settings are {sorted(known)}.")
     if "betas" in kwargs:
         kwargs["betas"] = tuple(kwargs["betas"])
     return options, kwargs, run_dir
@@ -77,7 +80,7 @@ def main() -> None:
     settings = TrainConfig(**train_kwargs)  # a bad setting fails here, before any data is built
     provider = Path(str(config["qlib_init"]["provider_uri"])).expanduser()
     panel_file = args.panel_dir / f"{panel_key(config, provider_digest(provider))}.npz"
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # as the Trainer's Accelerator: gloo on CPUs
     with state.main_process_first():  # the first process builds the panel; the others wait, then read it
         if not panel_file.is_file():
             prepare_panel(config, panel_file)

@@ -284,3 +284,19 @@ def test_options_add_their_terms(label_transform):
     out = Storm(cfg)(*_batch(cfg))
     assert "corr" in out.loss_terms and 0.0 <= float(out.loss_terms["corr"]) <= 2.0
     assert "corr" not in Storm(TINY)(*_batch(TINY)).loss_terms
+
+
+def test_inference_attends_through_sdpa_not_the_layers_native_fast_path(monkeypatch):
+    """The native fast path materialises every attention matrix (40 GiB for 64 paper-preset SP500
+    windows): inference must take the memory-efficient SDPA path, as training does."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the transformer layer's native fast path was taken")
+
+    monkeypatch.setattr(torch, "_transformer_encoder_layer_fwd", refuse)
+    model = Storm(TINY).eval()
+    x, mask, _ = _batch(TINY)
+    with torch.no_grad():
+        pred = model(x, mask).pred
+    assert pred.shape == (3, TINY.n_stocks) and torch.isfinite(pred).all()
+    assert torch.backends.mha.get_fastpath_enabled()  # the caller's setting is back

@@ -51,6 +51,29 @@ def test_window_pads_days_before_the_panel_with_a_mask():
     torch.testing.assert_close(y, torch.from_numpy(panel.labels[2]))
 
 
+def test_a_gathered_batch_is_the_stack_of_its_windows_padding_included():
+    features, labels = planted_frame()
+    panel = Panel.from_frame(features.drop(features.index[5:40]), labels)  # a few absent rows, masked
+    data = WindowDataset(panel, WINDOW, np.array([0, 3, WINDOW + 5, 120, len(panel.dates) - 1]))
+    indices = [4, 0, 2, 1, 3]
+    x, mask, y, ends = data.batch(indices)
+    items = [data[i] for i in indices]
+    assert torch.equal(x, torch.stack([item[0] for item in items]))
+    assert torch.equal(mask, torch.stack([item[1] for item in items]))
+    torch.testing.assert_close(y, torch.stack([item[2] for item in items]), rtol=0, atol=0, equal_nan=True)
+    assert ends.tolist() == [item[3] for item in items]
+    assert [len(b[0]) for b in data.batches(2)] == [2, 2, 1]
+
+
+def test_a_panel_saved_and_loaded_is_the_same_panel(tmp_path):
+    panel = Panel.from_frame(*planted_frame())
+    panel.save(tmp_path / "panel.npz")
+    loaded = Panel.load(tmp_path / "panel.npz")
+    assert loaded.dates.equals(panel.dates) and loaded.instruments.equals(panel.instruments)
+    for name in ("features", "present", "labels"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(panel, name))
+
+
 def test_trainer_learns_the_planted_signal_and_not_shuffled_labels(planted):
     train, valid = planted
     config = TrainConfig(epochs=5, batch_size=16, lr=2e-3, progress=False)

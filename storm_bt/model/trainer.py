@@ -265,7 +265,8 @@ class Trainer:
             epoch = state.epoch + 1
             pretraining = epoch <= cfg.pretrain_epochs
             probe = train.batch(next(self._epoch_batches(train, epoch, 1)))[:3]
-            gradients = term_gradient_norms(model, *probe)
+            with self._autocast():  # as the batches train: in fp32 it alone set the peak memory of a bf16 run
+                gradients = term_gradient_norms(model, *probe)
             weights = model.pretraining()[1] if pretraining else None
             losses = self._train_epoch(
                 ddp_model, optimizer, scheduler, train, epoch, batches_per_epoch, weights=weights
