@@ -10,7 +10,7 @@ The model (``StormModel``'s preset, ablation, model_config and training settings
 (handler, train and valid segments) are the workflow's, so the model is the one ``qrun`` trains.
 Qlib builds the fit panel once, in the first process, into a file keyed by the provider's content
 and the handler (``--panel-dir``); every process then trains on that file: no qrun, no recorder,
-no Qlib in the loop. It prints, from the first process, the epochs run, the wall time per epoch
+no Qlib in the training loop. It prints, from the first process, the epochs run, the wall time per epoch
 (validation and checkpoints included), training samples/s and peak memory.
 """
 
@@ -20,7 +20,6 @@ import argparse
 import json
 import resource
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -29,35 +28,28 @@ from accelerate import PartialState
 from ruamel.yaml import YAML
 
 from storm_bt.data.provider import provider_digest
-from storm_bt.model.storm import Storm
-from storm_bt.model.trainer import HISTORY, TrainConfig, Trainer
+from storm_bt.model.qlib_model import StormModel
+from storm_bt.model.trainer import HISTORY, Trainer
 from storm_bt.model.windows import Panel, WindowDataset, training_signature
 from storm_bt.workflows.prepared import panel_key, prepare_panel
 from storm_bt.workflows.qrun import load_workflow
 
 
-def storm_settings(config: dict[str, Any], overrides: list[str]) -> tuple[dict[str, Any], dict[str, Any], str | None]:
-    """The workflow's STORM options, training settings (with ``key=value`` overrides) and run folder."""
+def workflow_model(config: dict[str, Any], overrides: list[str]) -> StormModel:
+    """The workflow's StormModel, unfitted, with ``key=value`` overrides of its training settings."""
     model = config["task"]["model"]
     if model.get("class") != "StormModel":
         raise SystemExit(f"train_storm.py trains StormModel workflows; this one's model is {model.get('class')!r}.")
     kwargs = dict(model.get("kwargs") or {})
-    options = {"preset": kwargs.pop("preset", "small"), "ablation": kwargs.pop("ablation", None)}
-    options.update(kwargs.pop("model_config", None) or {})
-    run_dir = kwargs.pop("run_dir", None)
-    kwargs.pop("resume", None)
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--set takes key=value, got {item!r}.")
         kwargs[key] = YAML(typ="safe").load(value)
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(kwargs) - known)
-    if unknown:
-        raise SystemExit(f"Unknown training setting(s) {unknown}; TrainConfig's settings are {sorted(known)}.")
-    if "betas" in kwargs:
-        kwargs["betas"] = tuple(kwargs["betas"])
-    return options, kwargs, run_dir
+    try:
+        return StormModel(**kwargs)
+    except ValueError as exc:  # a bad setting fails here, before any data is built
+        raise SystemExit(str(exc)) from exc
 
 
 def peak_memory_mib(device: torch.device) -> float:
@@ -76,8 +68,7 @@ def main() -> None:
     args = parser.parse_args()
 
     config = load_workflow(args.workflow)
-    options, train_kwargs, run_dir = storm_settings(config, args.set)
-    settings = TrainConfig(**train_kwargs)  # a bad setting fails here, before any data is built
+    model = workflow_model(config, args.set)
     provider = Path(str(config["qlib_init"]["provider_uri"])).expanduser()
     panel_file = args.panel_dir / f"{panel_key(config, provider_digest(provider))}.npz"
     state = PartialState(cpu=not torch.cuda.is_available())  # as the Trainer's Accelerator: gloo on CPUs
@@ -86,20 +77,20 @@ def main() -> None:
             prepare_panel(config, panel_file)
     panel = Panel.load(panel_file)
     segments = config["task"]["dataset"]["kwargs"]["segments"]
-    cfg = Storm.configure(len(panel.instruments), panel.features.shape[2], **options)
+    cfg = model.network.configure(len(panel.instruments), panel.features.shape[2], **model.network_config)
     train = WindowDataset.labelled(panel, cfg.window, *segments["train"])
     valid = WindowDataset.labelled(panel, cfg.window, *segments["valid"])
     state.print(
-        f"{args.workflow}: {options['preset']} preset, {len(panel.instruments)} stocks x "
+        f"{args.workflow}: {model.preset} preset, {len(panel.instruments)} stocks x "
         f"{panel.features.shape[2]} features, {len(train)} train / {len(valid)} valid windows, "
         f"{state.num_processes} process(es) on {state.device}"
     )
-    run_dir = args.run_dir or run_dir
+    run_dir = args.run_dir or model.run_dir
     history = Path(run_dir) / HISTORY if run_dir else None
     done_before = len(json.loads(history.read_text())) if history and history.is_file() else 0
-    trainer = Trainer(cfg, settings, run_dir, training_signature(train, valid))
+    trainer = Trainer(cfg, model.train_config, run_dir, training_signature(train, valid), network=model.network)
     start = time.perf_counter()
-    _, result = trainer.fit(train, valid)
+    _, result = trainer.fit(train, valid, resume=model.resume)
     seconds = time.perf_counter() - start
     epochs = max(1, result.epochs_run - done_before)  # a resumed run times only the epochs it ran
     state.print(

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+from qlib.utils import get_callable_kwargs
 from torch import Tensor, nn
 
 __all__ = ["WindowNetwork", "WindowOutput", "network_class", "weighted_loss"]
@@ -60,8 +61,6 @@ def weighted_loss(terms: Mapping[str, Tensor], weights: Mapping[str, float]) -> 
 def network_class(spec: str | Mapping[str, Any] | type) -> type[nn.Module]:
     """The network class a workflow names, as Qlib names classes: ``"pkg.module.Class"``, or
     ``{class: Class, module_path: pkg.module | path/to/file.py}``, or the class itself."""
-    from qlib.utils import get_callable_kwargs  # here: training a network needs no Qlib
-
     if isinstance(spec, type):
         spec = {"class": spec}
     cls, _ = get_callable_kwargs(dict(spec) if isinstance(spec, Mapping) else spec)

@@ -56,7 +56,8 @@ class WindowModel(Model):
         unknown = sorted(set(train_kwargs) - known)
         if unknown:
             raise ValueError(
-                f"{type(self).__name__}: unknown argument(s) {unknown}; training settings are {sorted(known)}."
+                f"Unknown training setting(s) {unknown} for {type(self).__name__}; TrainConfig's settings are "
+                f"{sorted(known)}."
             )
         if "betas" in train_kwargs:
             train_kwargs["betas"] = tuple(train_kwargs["betas"])

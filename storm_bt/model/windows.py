@@ -154,16 +154,8 @@ class WindowDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         """``(x, mask, y, end)``: (T, N, F) features, (T, N) presence, (N,) labels at the end date, its index."""
-        end = int(self.ends[i])
-        first = end - self.window + 1
-        lo = max(first, 0)
-        x = self._features[lo : end + 1]
-        mask = self._present[lo : end + 1]
-        if first < 0:  # pad the days before the panel starts
-            pad = -first
-            x = torch.cat([x.new_zeros((pad, *x.shape[1:])), x])
-            mask = torch.cat([mask.new_zeros((pad, *mask.shape[1:])), mask])
-        return x, mask, self._labels[end], end
+        x, mask, y, ends = self.batch([i])
+        return x[0], mask[0], y[0], int(ends[0])
 
 
 def training_signature(train: WindowDataset, valid: WindowDataset) -> dict:
