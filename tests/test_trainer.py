@@ -14,6 +14,8 @@ import pytest
 import torch
 from helpers import CFG, DAYS, FAST, FEATURES, SPLIT, STOCKS, WINDOW, datasets, planted_frame
 
+from torch.optim.swa_utils import AveragedModel
+
 from storm_bt.io import LockedError, exclusive
 from storm_bt.model import trainer as trainer_module
 from storm_bt.model.config import StormConfig
@@ -163,6 +165,47 @@ def test_training_with_stocks_permuted_still_learns_a_per_stock_signal(planted):
     assert rank_ic_of(predict_windows(model, valid), valid)["RankIC"] > 0.2
 
 
+def test_the_weight_average_follows_every_update_and_is_what_is_validated_and_kept(planted, monkeypatch):
+    train, valid = planted
+    snapshots = []  # the raw weights after every optimiser step, as the average receives them
+    update = AveragedModel.update_parameters
+
+    def record(self, model):
+        snapshots.append({k: v.detach().clone() for k, v in model.named_parameters()})
+        update(self, model)
+
+    monkeypatch.setattr(AveragedModel, "update_parameters", record)
+    config = TrainConfig(**{**FAST.__dict__, "average_epochs": 0.5, "select_on_valid": False})
+    model, result = Trainer(CFG, config).fit(train, valid)
+    updates_per_epoch = len(train) // config.batch_size
+    assert len(snapshots) == config.epochs * updates_per_epoch
+    decay = 1.0 - 1.0 / (config.average_epochs * updates_per_epoch)
+    expected = snapshots[0]
+    for raw in snapshots[1:]:
+        expected = {k: decay * expected[k] + (1.0 - decay) * raw[k] for k in expected}
+    for name, value in model.named_parameters():
+        torch.testing.assert_close(value, expected[name], rtol=1e-4, atol=1e-6)
+    assert not torch.equal(model.factor.beta.weight, snapshots[-1]["factor.beta.weight"])  # not the raw weights
+    assert result.best_valid_rank_ic == pytest.approx(rank_ic_of(predict_windows(model, valid), valid)["RankIC"])
+    assert result.best_valid_rank_ic > 0.2  # the average of a run that learns has learnt
+
+
+def test_without_selection_every_epoch_runs_and_the_last_is_kept(planted, monkeypatch):
+    train, valid = planted
+    falling = iter([0.3, 0.2, 0.1, 0.0])  # the first epoch is the best on valid
+    monkeypatch.setattr(trainer_module, "rank_ic_of", lambda scores, data: {"RankIC": next(falling), "RankICIR": 0.0})
+    config = TrainConfig(**{**FAST.__dict__, "epochs": 3, "patience": 1})
+    _, selected = Trainer(CFG, config).fit(train, valid)
+    assert (selected.best_epoch, selected.epochs_run) == (1, 2)  # patience 1 stops after epoch 2
+    falling = iter([0.3, 0.2, 0.1])
+    last, unselected = Trainer(CFG, TrainConfig(**{**config.__dict__, "select_on_valid": False})).fit(train, valid)
+    assert (unselected.best_epoch, unselected.epochs_run, unselected.best_valid_rank_ic) == (3, 3, 0.1)
+    falling = iter([0.1, 0.2, 0.3])  # now the last epoch is the best
+    raw, _ = Trainer(CFG, config).fit(train, valid)
+    for a, b in zip(last.state_dict().values(), raw.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 class Interrupted(Exception):
     pass
 
@@ -255,9 +298,10 @@ def test_pretraining_a_network_without_a_first_stage_is_refused(planted):
         Trainer(CFG, TWO_STAGE, network=FactorVAE).fit(train, valid)
 
 
-def test_interrupted_run_resumes_to_the_same_weights(planted, tmp_path, monkeypatch):
+@pytest.mark.parametrize("averaged", [False, True], ids=["raw", "weight-average"])
+def test_interrupted_run_resumes_to_the_same_weights(planted, tmp_path, monkeypatch, averaged):
     train, valid = planted
-    config = TrainConfig(epochs=4, batch_size=16, lr=2e-3, progress=False)
+    config = TrainConfig(epochs=4, batch_size=16, lr=2e-3, average_epochs=1.0 if averaged else 0.0, progress=False)
     straight, straight_result = Trainer(CFG, config, tmp_path / "straight").fit(train, valid)
 
     original = Trainer._train_epoch
@@ -433,6 +477,8 @@ def test_deterministic_kernels_restore_the_callers_setting(planted):
         ({"pretrained_lr_scale": -0.1}, r"TrainConfig.pretrained_lr_scale must be a number in \[0.0, inf\)"),
         ({"precision": "fp16"}, r"TrainConfig.precision must be one of \['fp32', 'bf16'\], got 'fp16'"),
         ({"grad_accumulation": 0}, "TrainConfig.grad_accumulation must be a whole number of at least 1, got 0"),
+        ({"average_epochs": -1.0}, r"TrainConfig.average_epochs must be a number in \[0.0, inf\), got -1.0"),
+        ({"select_on_valid": "no"}, "TrainConfig.select_on_valid must be true or false, got 'no'"),
     ],
 )
 def test_bad_training_settings_are_named(kwargs, message):

@@ -4,7 +4,8 @@ One process on CPU, or ``accelerate launch --num_processes K`` (DDP: gloo on CPU
 with no code change. Each epoch: a shuffled pass over the train windows (every process takes
 every K-th window of the epoch's permutation), then the valid RankIC, then a checkpoint. The best
 valid RankIC picks the weights that are kept; ``patience`` epochs without improvement stop the
-run. An interrupted run resumes from ``last.pt``; a damaged checkpoint is an error that names the
+run. Optionally the weights are an exponential moving average over the last epochs' updates, and
+the last epoch is kept instead of the best (no selection on the valid year). An interrupted run resumes from ``last.pt``; a damaged checkpoint is an error that names the
 file and leaves it in place.
 """
 
@@ -24,6 +25,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from storm_bt.io import atomic_path, atomic_write_text, exclusive
@@ -57,6 +59,11 @@ class TrainConfig:
     warmup_frac: float = 0.1  # share of all steps spent warming up linearly, then cosine decay to 0
     grad_clip: float = 1.0
     patience: int = 5  # epochs without a better valid RankIC before stopping
+    # False: no selection and no early stopping, the last epoch's weights are kept (valid RankIC still logged)
+    select_on_valid: bool = True
+    # > 0: validate, select and keep an exponential moving average of the weights, updated after every
+    # optimiser step with a time constant of this many epochs of updates (0: the raw weights)
+    average_epochs: float = 0.0
     eval_batch_size: int = 64
     seed: int = 0
     permute_stocks: bool = False  # shuffle the stock axis of every training batch, so slots carry no ticker
@@ -80,7 +87,8 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"TrainConfig.{name} must be a whole number of at least {minimum}, got {value!r}.")
         ranges = (("lr", 0.0, math.inf), ("weight_decay", 0.0, math.inf), ("warmup_frac", 0.0, 1.0))
-        for name, low, high in (*ranges, ("grad_clip", 0.0, math.inf), ("pretrained_lr_scale", 0.0, math.inf)):
+        scales = (("grad_clip", 0.0, math.inf), ("pretrained_lr_scale", 0.0, math.inf), ("average_epochs", 0.0, math.inf))
+        for name, low, high in (*ranges, *scales):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value < high:
                 raise ValueError(f"TrainConfig.{name} must be a number in [{low}, {high}), got {value!r}.")
@@ -88,8 +96,9 @@ class TrainConfig:
             raise ValueError("TrainConfig.lr must be positive, got 0.")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}.")
-        if not isinstance(self.deterministic, bool):
-            raise ValueError(f"TrainConfig.deterministic must be true or false, got {self.deterministic!r}.")
+        for name in ("deterministic", "select_on_valid"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"TrainConfig.{name} must be true or false, got {getattr(self, name)!r}.")
         if self.precision not in PRECISIONS:
             raise ValueError(f"TrainConfig.precision must be one of {list(PRECISIONS)}, got {self.precision!r}.")
 
@@ -261,6 +270,10 @@ class Trainer:
             self._restore(last, model, optimizer, scheduler)
             acc.print(f"resuming from {self._last_path()} after epoch {state.epoch}")
         ddp_model, optimizer = acc.prepare(model, optimizer)
+        average = self._weight_average(model, updates_per_epoch)
+        if average is not None and last is not None:
+            average.load_state_dict(last["average"])
+        scored = model if average is None else average.module  # the weights validated, selected and kept
         while state.epoch < cfg.pretrain_epochs + cfg.epochs and state.stale < cfg.patience:
             epoch = state.epoch + 1
             pretraining = epoch <= cfg.pretrain_epochs
@@ -269,19 +282,19 @@ class Trainer:
                 gradients = term_gradient_norms(model, *probe)
             weights = model.pretraining()[1] if pretraining else None
             losses = self._train_epoch(
-                ddp_model, optimizer, scheduler, train, epoch, batches_per_epoch, weights=weights
+                ddp_model, optimizer, scheduler, train, epoch, batches_per_epoch, weights=weights, average=average
             )
             usage = {name: quantizer.reset_usage() for name, quantizer in _quantizers(model).items()}
             state.usage[str(epoch)] = {name: counts.tolist() for name, counts in usage.items()}
             perplexity = {f"perplexity_{name}": usage_perplexity(counts) for name, counts in usage.items()}
             with self._autocast():
-                score = rank_ic_of(predict_windows(model, valid, cfg.eval_batch_size), valid)
+                score = rank_ic_of(predict_windows(scored, valid, cfg.eval_batch_size), valid)
             record = {"epoch": epoch, **losses, **gradients, **perplexity}
             record.update({f"valid_{k}": v for k, v in score.items()})
             if cfg.pretrain_epochs:
                 record["pretraining"] = float(pretraining)
             if not pretraining:  # in pretraining the predictor is untrained: its valid RankIC chooses nothing
-                self._select(state, model, epoch, score["RankIC"])
+                self._select(state, scored, epoch, score["RankIC"])
             state.history.append(record)
             state.epoch = epoch
             progress = "pretraining" if pretraining else f"best {state.best_score:.4f} @ {state.best_epoch}"
@@ -289,7 +302,7 @@ class Trainer:
             if epoch == cfg.pretrain_epochs:
                 optimizer, scheduler = self._optimizer(model, updates_per_epoch, pretraining=False)
                 optimizer = acc.prepare_optimizer(optimizer)
-            self._save(model, optimizer, scheduler, state)
+            self._save(model, optimizer, scheduler, state, average)
         if not math.isfinite(state.best_score):
             acc.print(
                 f"warning: the valid RankIC was NaN in all {state.epoch} epochs (constant scores or labels); "
@@ -323,11 +336,21 @@ class Trainer:
         dtype = PRECISIONS[self.cfg.precision]
         return nullcontext() if dtype is None else torch.autocast(self.accelerator.device.type, dtype=dtype)
 
-    @staticmethod
-    def _select(state: TrainState, model: nn.Module, epoch: int, valid_rank_ic: float) -> None:
-        """Keep this epoch's weights if its valid RankIC is the best so far (NaN counts as -inf)."""
+    def _weight_average(self, model: nn.Module, updates_per_epoch: int) -> AveragedModel | None:
+        """The moving average of ``model``'s weights that ``average_epochs`` asks for (None when 0).
+
+        The decay 1 - 1/(average_epochs x updates per epoch) gives the same time constant in
+        epochs on any data size; buffers (code usage) follow the model."""
+        if not self.cfg.average_epochs:
+            return None
+        decay = 1.0 - 1.0 / max(1.0, self.cfg.average_epochs * updates_per_epoch)
+        return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
+
+    def _select(self, state: TrainState, model: nn.Module, epoch: int, valid_rank_ic: float) -> None:
+        """Keep this epoch's weights if its valid RankIC is the best so far (NaN counts as -inf), or
+        always when ``select_on_valid`` is off."""
         valid_ic = valid_rank_ic if np.isfinite(valid_rank_ic) else -math.inf
-        if valid_ic > state.best_score or state.best is None:
+        if valid_ic > state.best_score or state.best is None or not self.cfg.select_on_valid:
             state.best_score, state.best_epoch, state.stale = valid_ic, epoch, 0
             state.best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         else:
@@ -343,10 +366,14 @@ class Trainer:
         for step in range(steps):
             yield order[step * size : (step + 1) * size]
 
-    def _train_epoch(self, ddp_model, optimizer, scheduler, train: WindowDataset, epoch: int, steps: int, weights=None):
-        """One pass over this process's batches; ``weights`` replace the network's loss weights (pretraining)."""
+    def _train_epoch(
+        self, ddp_model, optimizer, scheduler, train: WindowDataset, epoch: int, steps: int, weights=None, average=None
+    ):
+        """One pass over this process's batches; ``weights`` replace the network's loss weights (pretraining);
+        ``average`` follows every optimiser step."""
         acc, cfg = self.accelerator, self.cfg
         ddp_model.train()
+        model = acc.unwrap_model(ddp_model)
         batches = list(self._epoch_batches(train, epoch, steps))
         sums: dict[str, float] = {}
         bar = tqdm(batches, desc=f"epoch {epoch}", disable=None if cfg.progress and acc.is_local_main_process else True)
@@ -365,6 +392,8 @@ class Trainer:
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+                if average is not None:
+                    average.update_parameters(model)
             for key, value in {"loss": loss, **out.loss_terms}.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
@@ -386,7 +415,7 @@ class Trainer:
             "num_processes": self.accelerator.num_processes,
         }
 
-    def _save(self, model: nn.Module, optimizer, scheduler, state: TrainState) -> None:
+    def _save(self, model: nn.Module, optimizer, scheduler, state: TrainState, average: AveragedModel | None) -> None:
         acc = self.accelerator
         if self.run_dir is None or not acc.is_main_process:
             acc.wait_for_everyone()
@@ -396,6 +425,7 @@ class Trainer:
             "format": CHECKPOINT_FORMAT,
             "fingerprint": json.dumps(self._fingerprint(), sort_keys=True),
             "model": model.state_dict(),
+            "average": None if average is None else average.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
