@@ -2,8 +2,9 @@
 
     python benchmarks/bench_model.py                                   # CPU: 29 / 100 / 408 stocks
     python benchmarks/bench_model.py --device cuda --precision fp32,bf16
+    python benchmarks/bench_model.py --presets paper --stocks 408 --checkpointing off,on --memory-only
 
-Per (preset, stocks, precision): parameters; the peak memory of one training step at the batch
+Per (preset, stocks, precision, activation checkpointing): parameters; the peak memory of one training step at the batch
 (CPU: the peak RSS of a child process that builds the model and takes that step; GPU:
 ``torch.cuda.max_memory_allocated``); forward latency for one day (one window); training
 samples/s of the model alone (forward, backward, AdamW on one batch) and of the real ``Trainer``
@@ -35,6 +36,7 @@ import torch
 from timing import child_run, interleaved, machine_line, spread
 
 from storm_bt.model import Storm, StormConfig
+from storm_bt.model.blocks import checkpoint_activations
 from storm_bt.model.trainer import PRECISIONS, TrainConfig, Trainer
 from storm_bt.model.windows import Panel, WindowDataset
 
@@ -47,12 +49,13 @@ class Case:
     preset: str
     stocks: int
     precision: str
+    checkpointing: bool = False
 
     def config(self) -> StormConfig:
         return StormConfig.preset(self.preset, n_stocks=self.stocks)
 
     def __str__(self) -> str:
-        return f"{self.preset}/{self.stocks}/{self.precision}"
+        return f"{self.preset}/{self.stocks}/{self.precision}{'/checkpointing' if self.checkpointing else ''}"
 
 
 def synthetic_panel(n_stocks: int, n_features: int, days: int, seed: int = 0) -> Panel:
@@ -90,6 +93,8 @@ def model_step(case: Case, batch: int, device: torch.device) -> Callable[[], Non
     torch.manual_seed(0)
     cfg = case.config()
     model = Storm(cfg).to(device).train()
+    if case.checkpointing:
+        checkpoint_activations(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     panel = synthetic_panel(cfg.n_stocks, cfg.n_features, cfg.window + batch)
     x, mask, y, _ = (
@@ -118,7 +123,13 @@ def measures(
     ends = np.arange(cfg.window, TRAIN_DAYS)
     valid = WindowDataset(panel, cfg.window, ends[-1:])
     settings = TrainConfig(
-        epochs=1, batch_size=batch, patience=1, precision=case.precision, deterministic=deterministic, progress=False
+        epochs=1,
+        batch_size=batch,
+        patience=1,
+        precision=case.precision,
+        activation_checkpointing=case.checkpointing,
+        deterministic=deterministic,
+        progress=False,
     )
 
     def latency_ms() -> float:
@@ -164,6 +175,7 @@ def peak_mib(case: Case, batch: int, device: torch.device) -> float:
         _sync(device)
         return torch.cuda.max_memory_allocated() / 2**20
     args = [sys.executable, __file__, "--step-only", case.preset, str(case.stocks), case.precision, str(batch)]
+    args += ["--checkpointing", "on" if case.checkpointing else "off"]
     return child_run(args)[1]
 
 
@@ -183,6 +195,9 @@ def main() -> None:
     parser.add_argument("--presets", default="small,paper")
     parser.add_argument("--stocks", default="29,100,408")
     parser.add_argument("--precision", default="fp32", help=f"comma-separated, of {list(PRECISIONS)}")
+    parser.add_argument(
+        "--checkpointing", default="off", help="comma-separated, of off,on: activation checkpointing in training"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=16, help="the workflows' batch (small preset: 16)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per measure")
@@ -192,27 +207,31 @@ def main() -> None:
     step_only = ("PRESET", "STOCKS", "PRECISION", "BATCH")
     parser.add_argument("--step-only", nargs=4, metavar=step_only, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not set(args.checkpointing.split(",")) <= {"off", "on"}:
+        parser.error(f"--checkpointing takes off and/or on, got {args.checkpointing!r}")
     device = torch.device(args.device)
     if args.step_only:  # the child whose peak RSS peak_mib reads
         preset, stocks, precision, batch = args.step_only
-        model_step(Case(preset, int(stocks), precision), int(batch), device)()
+        model_step(Case(preset, int(stocks), precision, args.checkpointing == "on"), int(batch), device)()
         return
     cases = [
-        Case(preset, int(stocks), precision)
+        Case(preset, int(stocks), precision, checkpointing == "on")
         for preset in args.presets.split(",")
         for stocks in args.stocks.split(",")
         for precision in args.precision.split(",")
+        for checkpointing in args.checkpointing.split(",")
     ]
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     trainer = "nondeterministic" if args.nondeterministic else "deterministic"
     print(f"torch {torch.__version__}, {device} {where}, batch {args.batch}, {trainer} trainer; "
           f"{machine_line(args.repeats)}; median [min .. max]", flush=True)  # fmt: skip
-    header = (f"{'preset':<7}{'stocks':>7}{'prec':>6}{'parameters':>12}{'peak MiB':>10}{'forward ms/day':>24}"
+    header = (f"{'preset':<7}{'stocks':>7}{'prec':>6}{'ckpt':>5}{'parameters':>12}{'peak MiB':>10}{'forward ms/day':>24}"
               f"{'model samples/s':>24}{'trainer samples/s':>24}{'trainer/model':>22}")  # fmt: skip
     print(header, flush=True)
     for case in cases:
         params = sum(p.numel() for p in Storm(case.config()).parameters())
-        head = f"{case.preset:<7}{case.stocks:>7}{case.precision:>6}{params:>12,}"
+        ckpt = "on" if case.checkpointing else "off"
+        head = f"{case.preset:<7}{case.stocks:>7}{case.precision:>6}{ckpt:>5}{params:>12,}"
         if device.type == "cpu":
             fits, need = cpu_fits(case, args.batch)
             if not fits:

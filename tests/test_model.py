@@ -7,7 +7,9 @@ from dataclasses import replace
 
 import pytest
 import torch
+from torch import Tensor
 
+from storm_bt.model.blocks import checkpoint_activations
 from storm_bt.model.chunking import cs_chunks, cs_unchunk, ts_chunks, ts_token_mask, ts_unchunk
 from storm_bt.model.config import ABLATIONS, StormConfig
 from storm_bt.model.losses import (
@@ -300,3 +302,36 @@ def test_inference_attends_through_sdpa_not_the_layers_native_fast_path(monkeypa
         pred = model(x, mask).pred
     assert pred.shape == (3, TINY.n_stocks) and torch.isfinite(pred).all()
     assert torch.backends.mha.get_fastpath_enabled()  # the caller's setting is back
+
+
+def _saved_bytes_and_gradients(model: Storm, batch) -> tuple[int, Tensor, dict[str, Tensor]]:
+    """Bytes the forward pass keeps for the backward pass, the loss, and every parameter's gradient."""
+    saved = 0
+
+    def keep(tensor: Tensor) -> Tensor:
+        nonlocal saved
+        saved += tensor.numel() * tensor.element_size()
+        return tensor
+
+    model.zero_grad()
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        loss = model(*batch).loss
+    loss.backward()
+    return saved, loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def test_activation_checkpointing_keeps_less_for_backward_and_computes_the_same_gradients():
+    cfg = replace(TINY, n_stocks=12, window=16, dropout=0.1)  # dropout: the recomputation replays the same masks
+    batch = _batch(cfg)
+    torch.manual_seed(0)
+    model = Storm(cfg)
+    torch.manual_seed(1)
+    plain_bytes, plain_loss, plain_grads = _saved_bytes_and_gradients(model, batch)
+    assert checkpoint_activations(model) == 4  # encoder and decoder of each branch
+    torch.manual_seed(1)
+    bytes_, loss, grads = _saved_bytes_and_gradients(model, batch)
+    assert bytes_ < 0.5 * plain_bytes
+    torch.testing.assert_close(loss, plain_loss, rtol=0, atol=0)
+    assert grads.keys() == plain_grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, plain_grads[name], rtol=0, atol=0, msg=name)

@@ -292,6 +292,18 @@ def test_the_second_stage_trains_the_pretrained_part_at_its_own_learning_rate(pl
             torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_activation_checkpointing_trains_the_same_weights(planted):
+    train, valid = planted
+    plain, _ = Trainer(CFG, FAST).fit(train, valid)
+    recomputed, _ = Trainer(CFG, TrainConfig(**{**FAST.__dict__, "activation_checkpointing": True})).fit(train, valid)
+    for a, b in zip(plain.state_dict().values(), recomputed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="FactorVAE has no transformer layers to recompute"):
+        Trainer(CFG, TrainConfig(**{**FAST.__dict__, "activation_checkpointing": True}), network=FactorVAE).fit(
+            train, valid
+        )
+
+
 def test_pretraining_a_network_without_a_first_stage_is_refused(planted):
     train, valid = planted
     with pytest.raises(ValueError, match="FactorVAE has no pretraining"):
@@ -479,6 +491,7 @@ def test_deterministic_kernels_restore_the_callers_setting(planted):
         ({"grad_accumulation": 0}, "TrainConfig.grad_accumulation must be a whole number of at least 1, got 0"),
         ({"average_epochs": -1.0}, r"TrainConfig.average_epochs must be a number in \[0.0, inf\), got -1.0"),
         ({"select_on_valid": "no"}, "TrainConfig.select_on_valid must be true or false, got 'no'"),
+        ({"activation_checkpointing": 1}, "TrainConfig.activation_checkpointing must be true or false, got 1"),
     ],
 )
 def test_bad_training_settings_are_named(kwargs, message):

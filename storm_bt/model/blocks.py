@@ -7,8 +7,9 @@ from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
-__all__ = ["CrossFusion", "TokenEncoder", "sdpa_attention", "transformer"]
+__all__ = ["CrossFusion", "TokenEncoder", "checkpoint_activations", "sdpa_attention", "transformer"]
 
 
 @contextmanager
@@ -45,8 +46,11 @@ class TokenEncoder(nn.Module):
     """A [CLS] token, learned positions and a transformer over one branch's tokens.
 
     ``positions`` maps each token to a position id (default: its own index); tokens that share
-    an id share a learned position, e.g. all stocks' chunks of one time block.
+    an id share a learned position, e.g. all stocks' chunks of one time block. With ``checkpointing``
+    on, training keeps only each layer's input and recomputes the layer in the backward pass.
     """
+
+    checkpointing = False
 
     def __init__(
         self,
@@ -75,7 +79,23 @@ class TokenEncoder(nn.Module):
         x = torch.cat([self.cls.expand(b, -1, -1), tokens], dim=1) + self.pos[:, self.position_ids]  # (B, 1 + L, D)
         keep = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=tokens.device), token_mask], dim=1)
         with sdpa_attention():
-            return self.blocks(x, src_key_padding_mask=~keep)
+            if not (self.checkpointing and self.training and torch.is_grad_enabled()):
+                return self.blocks(x, src_key_padding_mask=~keep)
+            for layer in self.blocks.layers:
+                x = checkpoint(layer, x, src_key_padding_mask=~keep, use_reentrant=False)
+            return self.blocks.norm(x)
+
+
+def checkpoint_activations(model: nn.Module) -> int:
+    """Turn on activation checkpointing in every :class:`TokenEncoder` of ``model``; returns how many.
+
+    Attention activations grow with the square of the tokens (6,529 per window for the paper
+    preset on SP500): recomputing them layer by layer in the backward pass trades about one more
+    forward pass for most of that memory."""
+    encoders = [module for module in model.modules() if isinstance(module, TokenEncoder)]
+    for encoder in encoders:
+        encoder.checkpointing = True
+    return len(encoders)
 
 
 class CrossFusion(nn.Module):

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from storm_bt.io import atomic_path, atomic_write_text, exclusive
 from storm_bt.metrics import rank_ic_summary
+from storm_bt.model.blocks import checkpoint_activations
 from storm_bt.model.network import WindowNetwork, weighted_loss
 from storm_bt.model.quantizer import VectorQuantizer
 from storm_bt.model.storm import Storm
@@ -75,6 +76,8 @@ class TrainConfig:
     # units), and batches whose gradients add up before one optimiser step (batch_size x this per step)
     precision: str = "fp32"
     grad_accumulation: int = 1
+    # recompute every transformer layer in the backward pass instead of keeping its activations
+    activation_checkpointing: bool = False
     # PyTorch's deterministic kernels: the same seed gives the same weights (the regression suite's
     # premise); False lets a GPU pick its fastest kernels
     deterministic: bool = True
@@ -96,7 +99,7 @@ class TrainConfig:
             raise ValueError("TrainConfig.lr must be positive, got 0.")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}.")
-        for name in ("deterministic", "select_on_valid"):
+        for name in ("deterministic", "select_on_valid", "activation_checkpointing"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"TrainConfig.{name} must be true or false, got {getattr(self, name)!r}.")
         if self.precision not in PRECISIONS:
@@ -251,6 +254,11 @@ class Trainer:
             raise ValueError(
                 f"TrainConfig.pretrain_epochs is {cfg.pretrain_epochs}, but {self.network.__name__} has no "
                 "pretraining() that names what a first stage trains: set pretrain_epochs to 0."
+            )
+        if cfg.activation_checkpointing and not checkpoint_activations(model):
+            raise ValueError(
+                f"TrainConfig.activation_checkpointing is on, but {self.network.__name__} has no transformer "
+                "layers to recompute: turn it off."
             )
         whole_batches = len(train) // acc.num_processes // cfg.batch_size
         if cfg.grad_accumulation > max(1, whole_batches):
