@@ -225,8 +225,9 @@ def main() -> None:
     trainer = "nondeterministic" if args.nondeterministic else "deterministic"
     print(f"torch {torch.__version__}, {device} {where}, batch {args.batch}, {trainer} trainer; "
           f"{machine_line(args.repeats)}; median [min .. max]", flush=True)  # fmt: skip
-    header = (f"{'preset':<7}{'stocks':>7}{'prec':>6}{'ckpt':>5}{'parameters':>12}{'peak MiB':>10}{'forward ms/day':>24}"
-              f"{'model samples/s':>24}{'trainer samples/s':>24}{'trainer/model':>22}")  # fmt: skip
+    header = (f"{'preset':<7}{'stocks':>7}{'prec':>6}{'ckpt':>5}{'parameters':>12}{'peak MiB':>10}"
+              f"{'forward ms/day':>24}{'model samples/s':>24}"
+              f"{'trainer samples/s':>24}{'trainer/model':>22}")  # fmt: skip
     print(header, flush=True)
     for case in cases:
         params = sum(p.numel() for p in Storm(case.config()).parameters())

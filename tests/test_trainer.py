@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 import torch
 from helpers import CFG, DAYS, FAST, FEATURES, SPLIT, STOCKS, WINDOW, datasets, planted_frame
-
 from torch.optim.swa_utils import AveragedModel
 
 from storm_bt.io import LockedError, exclusive

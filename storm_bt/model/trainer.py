@@ -5,8 +5,8 @@ with no code change. Each epoch: a shuffled pass over the train windows (every p
 every K-th window of the epoch's permutation), then the valid RankIC, then a checkpoint. The best
 valid RankIC picks the weights that are kept; ``patience`` epochs without improvement stop the
 run. Optionally the weights are an exponential moving average over the last epochs' updates, and
-the last epoch is kept instead of the best (no selection on the valid year). An interrupted run resumes from ``last.pt``; a damaged checkpoint is an error that names the
-file and leaves it in place.
+the last epoch is kept instead of the best (no selection on the valid year). An interrupted run
+resumes from ``last.pt``; a damaged checkpoint is an error that names the file and leaves it in place.
 """
 
 from __future__ import annotations
@@ -89,9 +89,15 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"TrainConfig.{name} must be a whole number of at least {minimum}, got {value!r}.")
-        ranges = (("lr", 0.0, math.inf), ("weight_decay", 0.0, math.inf), ("warmup_frac", 0.0, 1.0))
-        scales = (("grad_clip", 0.0, math.inf), ("pretrained_lr_scale", 0.0, math.inf), ("average_epochs", 0.0, math.inf))
-        for name, low, high in (*ranges, *scales):
+        ranges = (
+            ("lr", 0.0, math.inf),
+            ("weight_decay", 0.0, math.inf),
+            ("warmup_frac", 0.0, 1.0),
+            ("grad_clip", 0.0, math.inf),
+            ("pretrained_lr_scale", 0.0, math.inf),
+            ("average_epochs", 0.0, math.inf),
+        )
+        for name, low, high in ranges:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value < high:
                 raise ValueError(f"TrainConfig.{name} must be a number in [{low}, {high}), got {value!r}.")

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,19 +54,12 @@ def prepare_handler(config: dict[str, Any], target: str) -> str:
 
     Runs in a worker process: it initialises Qlib on the workflow's provider.
     """
-    import qlib  # a fresh worker initialises Qlib for this provider only
     from qlib.utils import init_instance_by_config
 
-    target_path = Path(target)
-    with exclusive(target_path, "prepared handler"):
-        if target_path.is_file():
-            return target
-        provider = str(Path(str(config["qlib_init"]["provider_uri"])).expanduser())
-        qlib.init(provider_uri=provider, region=config["qlib_init"].get("region", "us"), kernels=1)
-        handler = init_instance_by_config(copy.deepcopy(handler_config(config)))
-        with atomic_path(target_path) as tmp:
-            handler.to_pickle(tmp, dump_all=True)
-    log.info("prepared %s", target)
+    def write(tmp: Path) -> None:
+        init_instance_by_config(copy.deepcopy(handler_config(config))).to_pickle(tmp, dump_all=True)
+
+    _build_once(config, Path(target), "prepared handler", write, kernels=1)
     return target
 
 
@@ -80,22 +74,31 @@ def prepare_panel(config: dict[str, Any], target: str | Path) -> Path:
     """Build what a fit of the workflow reads (:func:`storm_bt.model.qlib_model.fit_panel`: features
     to the valid segment's end, train and valid labels) and save it to ``target`` (``.npz``), unless
     it is there. Training then needs no Qlib (``experiments/train_storm.py``)."""
-    import qlib
     from qlib.utils import init_instance_by_config
 
     from storm_bt.model.qlib_model import fit_panel
 
-    target_path = Path(target)
-    with exclusive(target_path, "prepared panel"):
-        if target_path.is_file():
-            return target_path
-        provider = str(Path(str(config["qlib_init"]["provider_uri"])).expanduser())
-        qlib.init(provider_uri=provider, region=config["qlib_init"].get("region", "us"))
+    def write(tmp: Path) -> None:
         panel, _, _ = fit_panel(init_instance_by_config(copy.deepcopy(config["task"]["dataset"])))
-        with atomic_path(target_path) as tmp:
-            panel.save(tmp)
-    log.info("prepared %s", target_path)
-    return target_path
+        panel.save(tmp)
+
+    _build_once(config, Path(target), "prepared panel", write)
+    return Path(target)
+
+
+def _build_once(config: dict[str, Any], target: Path, what: str, write: Callable[[Path], None], **init: Any) -> None:
+    """Under ``target``'s lock and unless it exists: Qlib initialised on the workflow's provider
+    (``init``: more of ``qlib.init``'s arguments), then ``write(tmp)``, moved to ``target`` atomically."""
+    import qlib  # a fresh worker initialises Qlib for this provider only
+
+    with exclusive(target, what):
+        if target.is_file():
+            return
+        provider = str(Path(str(config["qlib_init"]["provider_uri"])).expanduser())
+        qlib.init(provider_uri=provider, region=config["qlib_init"].get("region", "us"), **init)
+        with atomic_path(target) as tmp:
+            write(tmp)
+    log.info("prepared %s", target)
 
 
 def with_prepared_handler(config: dict[str, Any], prepared: Path, run_dir: Path) -> dict[str, Any]:
