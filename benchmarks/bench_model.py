@@ -3,10 +3,12 @@
     python benchmarks/bench_model.py                                   # CPU: 29 / 100 / 408 stocks
     python benchmarks/bench_model.py --device cuda --precision fp32,bf16
     python benchmarks/bench_model.py --presets paper --stocks 408 --checkpointing off,on --memory-only
+    python benchmarks/bench_model.py --presets small --stocks 29 --compile off,on
 
-Per (preset, stocks, precision, activation checkpointing): parameters; the peak memory of one training step at the batch
-(CPU: the peak RSS of a child process that builds the model and takes that step; GPU:
-``torch.cuda.max_memory_allocated``); forward latency for one day (one window); training
+Per (preset, stocks, precision, activation checkpointing, torch.compile of the training steps):
+parameters; the peak memory of one training step at the batch (CPU: the peak RSS of a child
+process that builds the model and takes that step; GPU: ``torch.cuda.max_memory_allocated``);
+forward latency for one day (one window, always eager, as prediction in the trainer); training
 samples/s of the model alone (forward, backward, AdamW on one batch) and of the real ``Trainer``
 path. The trainer figure is marginal: one ``Trainer.fit`` epoch over 2n batches minus one over n,
 so what an epoch does once (model construction, the gradient probe, validation) drops out and what
@@ -50,12 +52,14 @@ class Case:
     stocks: int
     precision: str
     checkpointing: bool = False
+    compiled: bool = False  # the training steps through torch.compile, as TrainConfig.torch_compile
 
     def config(self) -> StormConfig:
         return StormConfig.preset(self.preset, n_stocks=self.stocks)
 
     def __str__(self) -> str:
-        return f"{self.preset}/{self.stocks}/{self.precision}{'/checkpointing' if self.checkpointing else ''}"
+        options = ("/checkpointing" if self.checkpointing else "") + ("/compiled" if self.compiled else "")
+        return f"{self.preset}/{self.stocks}/{self.precision}{options}"
 
 
 def synthetic_panel(n_stocks: int, n_features: int, days: int, seed: int = 0) -> Panel:
@@ -96,6 +100,7 @@ def model_step(case: Case, batch: int, device: torch.device) -> Callable[[], Non
     if case.checkpointing:
         checkpoint_activations(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    train_model = torch.compile(model) if case.compiled else model
     panel = synthetic_panel(cfg.n_stocks, cfg.n_features, cfg.window + batch)
     x, mask, y, _ = (
         WindowDataset(panel, cfg.window, np.arange(cfg.window, cfg.window + batch)).to(device).batch(range(batch))
@@ -104,7 +109,7 @@ def model_step(case: Case, batch: int, device: torch.device) -> Callable[[], Non
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         with _autocast(case, device):
-            loss = model(x, mask, y).loss
+            loss = train_model(x, mask, y).loss
         loss.backward()
         opt.step()
 
@@ -128,6 +133,7 @@ def measures(
         patience=1,
         precision=case.precision,
         activation_checkpointing=case.checkpointing,
+        torch_compile=case.compiled,
         deterministic=deterministic,
         progress=False,
     )
@@ -162,6 +168,9 @@ def measures(
     def trainer_samples_s() -> float:
         return steps * batch / (fit_seconds(2 * steps) - fit_seconds(steps))
 
+    if case.compiled:  # compile once outside the timings: later fits reuse the compiled graphs
+        fit_seconds(1)
+
     return {"forward": latency_ms, "model": model_samples_s, "trainer": trainer_samples_s}
 
 
@@ -175,7 +184,7 @@ def peak_mib(case: Case, batch: int, device: torch.device) -> float:
         _sync(device)
         return torch.cuda.max_memory_allocated() / 2**20
     args = [sys.executable, __file__, "--step-only", case.preset, str(case.stocks), case.precision, str(batch)]
-    args += ["--checkpointing", "on" if case.checkpointing else "off"]
+    args += ["--checkpointing", "on" if case.checkpointing else "off", "--compile", "on" if case.compiled else "off"]
     return child_run(args)[1]
 
 
@@ -198,6 +207,7 @@ def main() -> None:
     parser.add_argument(
         "--checkpointing", default="off", help="comma-separated, of off,on: activation checkpointing in training"
     )
+    parser.add_argument("--compile", default="off", help="comma-separated, of off,on: torch.compile of training")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=16, help="the workflows' batch (small preset: 16)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per measure")
@@ -207,32 +217,35 @@ def main() -> None:
     step_only = ("PRESET", "STOCKS", "PRECISION", "BATCH")
     parser.add_argument("--step-only", nargs=4, metavar=step_only, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if not set(args.checkpointing.split(",")) <= {"off", "on"}:
-        parser.error(f"--checkpointing takes off and/or on, got {args.checkpointing!r}")
+    for option in ("checkpointing", "compile"):
+        if not set(getattr(args, option).split(",")) <= {"off", "on"}:
+            parser.error(f"--{option} takes off and/or on, got {getattr(args, option)!r}")
     device = torch.device(args.device)
     if args.step_only:  # the child whose peak RSS peak_mib reads
         preset, stocks, precision, batch = args.step_only
-        model_step(Case(preset, int(stocks), precision, args.checkpointing == "on"), int(batch), device)()
+        case = Case(preset, int(stocks), precision, args.checkpointing == "on", args.compile == "on")
+        model_step(case, int(batch), device)()
         return
     cases = [
-        Case(preset, int(stocks), precision, checkpointing == "on")
+        Case(preset, int(stocks), precision, checkpointing == "on", compiled == "on")
         for preset in args.presets.split(",")
         for stocks in args.stocks.split(",")
         for precision in args.precision.split(",")
         for checkpointing in args.checkpointing.split(",")
+        for compiled in args.compile.split(",")
     ]
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     trainer = "nondeterministic" if args.nondeterministic else "deterministic"
     print(f"torch {torch.__version__}, {device} {where}, batch {args.batch}, {trainer} trainer; "
           f"{machine_line(args.repeats)}; median [min .. max]", flush=True)  # fmt: skip
-    header = (f"{'preset':<7}{'stocks':>7}{'prec':>6}{'ckpt':>5}{'parameters':>12}{'peak MiB':>10}"
+    header = (f"{'preset':<7}{'stocks':>7}{'prec':>6}{'ckpt':>5}{'comp':>5}{'parameters':>12}{'peak MiB':>10}"
               f"{'forward ms/day':>24}{'model samples/s':>24}"
               f"{'trainer samples/s':>24}{'trainer/model':>22}")  # fmt: skip
     print(header, flush=True)
     for case in cases:
         params = sum(p.numel() for p in Storm(case.config()).parameters())
-        ckpt = "on" if case.checkpointing else "off"
-        head = f"{case.preset:<7}{case.stocks:>7}{case.precision:>6}{ckpt:>5}{params:>12,}"
+        ckpt, comp = ("on" if on else "off" for on in (case.checkpointing, case.compiled))
+        head = f"{case.preset:<7}{case.stocks:>7}{case.precision:>6}{ckpt:>5}{comp:>5}{params:>12,}"
         if device.type == "cpu":
             fits, need = cpu_fits(case, args.batch)
             if not fits:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 from helpers import CFG, DAYS, FAST, FEATURES, SPLIT, STOCKS, WINDOW, datasets, planted_frame
+from torch._dynamo.utils import counters
 from torch.optim.swa_utils import AveragedModel
 
 from storm_bt.io import LockedError, exclusive
@@ -303,6 +305,24 @@ def test_activation_checkpointing_trains_the_same_weights(planted):
         )
 
 
+# aot_eager: TorchDynamo's capture and AOTAutograd's backward with eager kernels, seconds to compile;
+# inductor (the option's backend): the generated kernels themselves, minutes to compile on 2 CPU cores
+@pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_compiled_training_steps_follow_the_eager_ones_and_learn(planted, monkeypatch, backend):
+    train, valid = planted
+    if backend != "inductor":
+        monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend=backend))
+    counters.clear()
+    _, eager = Trainer(CFG, FAST).fit(train, valid)
+    assert not counters["stats"]["unique_graphs"]
+    compiled_model, compiled = Trainer(CFG, TrainConfig(**{**FAST.__dict__, "torch_compile": True})).fit(train, valid)
+    assert counters["stats"]["unique_graphs"] >= 1  # the training steps ran through the compiler
+    # the same seed and batches: the first epoch's losses agree up to the fused kernels' rounding
+    for term in ("loss", "pred", "recon_ts"):
+        assert compiled.history[0][term] == pytest.approx(eager.history[0][term], rel=1e-3)
+    assert rank_ic_of(predict_windows(compiled_model, valid), valid)["RankIC"] > 0.2
+
+
 def test_pretraining_a_network_without_a_first_stage_is_refused(planted):
     train, valid = planted
     with pytest.raises(ValueError, match="FactorVAE has no pretraining"):
@@ -491,6 +511,7 @@ def test_deterministic_kernels_restore_the_callers_setting(planted):
         ({"average_epochs": -1.0}, r"TrainConfig.average_epochs must be a number in \[0.0, inf\), got -1.0"),
         ({"select_on_valid": "no"}, "TrainConfig.select_on_valid must be true or false, got 'no'"),
         ({"activation_checkpointing": 1}, "TrainConfig.activation_checkpointing must be true or false, got 1"),
+        ({"torch_compile": "yes"}, "TrainConfig.torch_compile must be true or false, got 'yes'"),
     ],
 )
 def test_bad_training_settings_are_named(kwargs, message):

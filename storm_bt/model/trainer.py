@@ -78,6 +78,9 @@ class TrainConfig:
     grad_accumulation: int = 1
     # recompute every transformer layer in the backward pass instead of keeping its activations
     activation_checkpointing: bool = False
+    # the training steps through torch.compile (TorchInductor): a one-off compile time per run for faster
+    # steps where the fused kernels gain; validation and prediction stay eager
+    torch_compile: bool = False
     # PyTorch's deterministic kernels: the same seed gives the same weights (the regression suite's
     # premise); False lets a GPU pick its fastest kernels
     deterministic: bool = True
@@ -105,7 +108,7 @@ class TrainConfig:
             raise ValueError("TrainConfig.lr must be positive, got 0.")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}.")
-        for name in ("deterministic", "select_on_valid", "activation_checkpointing"):
+        for name in ("deterministic", "select_on_valid", "activation_checkpointing", "torch_compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"TrainConfig.{name} must be true or false, got {getattr(self, name)!r}.")
         if self.precision not in PRECISIONS:
@@ -284,6 +287,8 @@ class Trainer:
             self._restore(last, model, optimizer, scheduler)
             acc.print(f"resuming from {self._last_path()} after epoch {state.epoch}")
         ddp_model, optimizer = acc.prepare(model, optimizer)
+        if cfg.torch_compile:  # a wrapper for the training steps only: prediction (other shapes) stays eager
+            ddp_model = torch.compile(ddp_model)
         average = self._weight_average(model, updates_per_epoch)
         if average is not None and last is not None:
             average.load_state_dict(last["average"])
