@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from qlib.data.dataset.handler import DataHandlerLP
 
 from storm_bt.data.csv_source import load_csv_dir
@@ -20,7 +21,7 @@ from storm_bt.data.synthetic import SyntheticMarketConfig, write_market_csvs
 from storm_bt.pipelines.eval_config import EvalConfig
 from storm_bt.pipelines.report import write_report
 from storm_bt.workflows.prepared import prepare_handler
-from storm_bt.workflows.qrun import CHECKPOINTS, best_valid_rank_ic, load_workflow, retarget
+from storm_bt.workflows.qrun import CHECKPOINTS, kept_valid_rank_ic, load_workflow, retarget
 from storm_bt.workflows.rolling import RollingSpec, rolling_folds
 from storm_bt.workflows.span import ensemble_scores, stitch_predictions
 
@@ -191,8 +192,9 @@ def test_screening_subsets_name_what_the_config_lacks():
         cfg.subset(models=[cfg.models[0].name], baseline="LightGBM")
 
 
-def test_a_runs_valid_rank_ic_is_its_best_finite_epoch(tmp_path):
-    assert np.isnan(best_valid_rank_ic(tmp_path))  # no training history: a model without epochs
+@pytest.mark.parametrize("kept", [3, 1], ids=["best-epoch", "last-epoch-without-selection"])
+def test_a_runs_valid_rank_ic_is_that_of_the_epoch_it_kept(tmp_path, kept):
+    assert np.isnan(kept_valid_rank_ic(tmp_path))  # no training history: a model without epochs
     (tmp_path / CHECKPOINTS).mkdir()
     history = [
         {"epoch": 1, "valid_RankIC": 0.01},
@@ -200,4 +202,5 @@ def test_a_runs_valid_rank_ic_is_its_best_finite_epoch(tmp_path):
         {"epoch": 3, "valid_RankIC": 0.03},
     ]
     (tmp_path / CHECKPOINTS / "history.json").write_text(json.dumps(history))
-    assert best_valid_rank_ic(tmp_path) == 0.03
+    torch.save({"config": {}, "model": {}, "epoch": kept}, tmp_path / CHECKPOINTS / "best.pt")
+    assert kept_valid_rank_ic(tmp_path) == history[kept - 1]["valid_RankIC"]

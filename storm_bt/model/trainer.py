@@ -40,6 +40,7 @@ __all__ = ["CheckpointError", "TrainConfig", "TrainResult", "TrainState", "Train
 
 CHECKPOINT_FORMAT = 1
 HISTORY = "history.json"  # in a run folder: one record per finished epoch, rewritten after each
+BEST = "best.pt"  # in a run folder: the kept weights and the epoch they come from
 EMBEDDING_PARAMETERS = {"cls", "pos", "queries"}  # learned tokens and positions: no weight decay
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # TrainConfig.precision -> the autocast dtype
 
@@ -490,7 +491,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(payload["cuda_rng"])
 
     def _write_best(self, state: TrainState) -> None:
-        with atomic_path(self.run_dir / "best.pt") as tmp:
+        with atomic_path(self.run_dir / BEST) as tmp:
             torch.save({"config": asdict(self.model_cfg), "model": state.best, "epoch": state.best_epoch}, tmp)
 
     def _check_best(self, state: TrainState) -> None:
@@ -498,7 +499,7 @@ class Trainer:
         now, not when someone loads it; a missing one is written again from ``last.pt``."""
         if state.best is None:
             return
-        path = self.run_dir / "best.pt"
+        path = self.run_dir / BEST
         if not path.exists():
             if self.accelerator.is_main_process:
                 self._write_best(state)

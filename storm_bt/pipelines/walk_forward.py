@@ -43,9 +43,9 @@ from storm_bt.pipelines.significance import SpanSeries, compare, method_note, re
 from storm_bt.pipelines.tables import mean_std
 from storm_bt.workflows.prepared import handler_key, prepare_handler, with_prepared_handler
 from storm_bt.workflows.qrun import (
-    best_valid_rank_ic,
     check_workflow_split,
     handler_kwargs,
+    kept_valid_rank_ic,
     latest_metrics,
     port_analysis_configs,
     provider_path,
@@ -240,7 +240,7 @@ def _results(cfg: EvalConfig, spans: list[Span]) -> tuple[pd.DataFrame, dict[tup
         rows.append(
             {"group": s.group, "model": s.entry.name, "seed": str(s.seed), "span": str(s.span_dir)}
             | {"folds": len({r.fold for r in s.runs}), "compute_s": sum(qrun_wall(r.run_dir) for r in s.runs)}
-            | {"valid.RankIC": pd.Series([best_valid_rank_ic(r.run_dir) for r in s.runs], dtype=float).mean()}
+            | {"valid.RankIC": pd.Series([kept_valid_rank_ic(r.run_dir) for r in s.runs], dtype=float).mean()}
             | metrics.to_dict()
             | compare(series[s.entry.name, s.seed], baseline)
         )

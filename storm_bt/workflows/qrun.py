@@ -22,6 +22,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+import torch
 from qlib.utils.data import update_config
 from ruamel.yaml import YAML
 
@@ -29,7 +30,7 @@ from storm_bt.data.calendar import nyse_sessions
 from storm_bt.data.provider import read_calendar
 from storm_bt.handlers.alpha158_us import label_horizon
 from storm_bt.io import atomic_write_text, exclusive, read_yaml
-from storm_bt.model.trainer import HISTORY
+from storm_bt.model.trainer import BEST, HISTORY
 from storm_bt.workflows.failure import QrunError, final_error
 from storm_bt.workflows.progress import EpochFollower, history_path
 from storm_bt.workflows.runs import tracking_uri
@@ -37,9 +38,9 @@ from storm_bt.workflows.segments import Segments
 
 __all__ = [
     "CHECKPOINTS",
-    "best_valid_rank_ic",
     "check_workflow_split",
     "handler_kwargs",
+    "kept_valid_rank_ic",
     "latest_metrics",
     "load_workflow",
     "port_analysis_configs",
@@ -202,13 +203,15 @@ def qrun_wall(run_dir: str | Path) -> float:
     return float((Path(run_dir) / DONE_MARKER).read_text() or "nan")
 
 
-def best_valid_rank_ic(run_dir: str | Path) -> float:
-    """The valid RankIC of the epoch a storm_bt model kept (NaN for models without a training history)."""
-    history = Path(run_dir) / CHECKPOINTS / HISTORY
-    if not history.is_file():
+def kept_valid_rank_ic(run_dir: str | Path) -> float:
+    """The valid RankIC of the epoch whose weights a storm_bt model kept (``best.pt``): the best epoch's
+    under selection, the last one's without it (NaN for models without a training history)."""
+    checkpoints = Path(run_dir) / CHECKPOINTS
+    if not (checkpoints / HISTORY).is_file() or not (checkpoints / BEST).is_file():
         return float("nan")
-    scores = [r["valid_RankIC"] for r in json.loads(history.read_text()) if math.isfinite(r["valid_RankIC"])]
-    return max(scores, default=float("nan"))
+    kept = torch.load(checkpoints / BEST, map_location="cpu", weights_only=True, mmap=True)["epoch"]
+    history = json.loads((checkpoints / HISTORY).read_text())
+    return next((record["valid_RankIC"] for record in history if record["epoch"] == kept), math.nan)
 
 
 def run_workflow(config: dict[str, Any], run_dir: str | Path) -> float:
