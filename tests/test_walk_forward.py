@@ -18,6 +18,7 @@ from qlib.data.dataset.handler import DataHandlerLP
 from storm_bt.data.csv_source import load_csv_dir
 from storm_bt.data.provider import read_calendar, write_provider
 from storm_bt.data.synthetic import SyntheticMarketConfig, write_market_csvs
+from storm_bt.model.trainer import BEST, HISTORY
 from storm_bt.pipelines.eval_config import EvalConfig
 from storm_bt.pipelines.report import write_report
 from storm_bt.workflows.prepared import prepare_handler
@@ -201,6 +202,6 @@ def test_a_runs_valid_rank_ic_is_that_of_the_epoch_it_kept(tmp_path, kept):
         {"epoch": 2, "valid_RankIC": float("nan")},
         {"epoch": 3, "valid_RankIC": 0.03},
     ]
-    (tmp_path / CHECKPOINTS / "history.json").write_text(json.dumps(history))
-    torch.save({"config": {}, "model": {}, "epoch": kept}, tmp_path / CHECKPOINTS / "best.pt")
+    (tmp_path / CHECKPOINTS / HISTORY).write_text(json.dumps(history))
+    torch.save({"config": {}, "model": {}, "epoch": kept}, tmp_path / CHECKPOINTS / BEST)
     assert kept_valid_rank_ic(tmp_path) == history[kept - 1]["valid_RankIC"]

@@ -208,7 +208,7 @@ def kept_valid_rank_ic(run_dir: str | Path) -> float:
     under selection, the last one's without it (NaN for models without a training history)."""
     checkpoints = Path(run_dir) / CHECKPOINTS
     if not (checkpoints / HISTORY).is_file() or not (checkpoints / BEST).is_file():
-        return float("nan")
+        return math.nan
     kept = torch.load(checkpoints / BEST, map_location="cpu", weights_only=True, mmap=True)["epoch"]
     history = json.loads((checkpoints / HISTORY).read_text())
     return next((record["valid_RankIC"] for record in history if record["epoch"] == kept), math.nan)
