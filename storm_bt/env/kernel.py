@@ -44,11 +44,13 @@ __all__ = [
     "first_invalid_action_nb",
     "observe_batch_nb",
     "observe_nb",
+    "observe_single_nb",
     "order_nb",
     "restart_batch_nb",
     "restart_nb",
     "step_batch_flat_nb",
     "step_batch_nb",
+    "step_single_nb",
 ]
 
 BUY_ALL_SHARES = np.iinfo(np.int64).max  # the target of a buy-all: order_nb cuts it to what cash affords
@@ -114,6 +116,46 @@ def execute_nb(
     cash = cash - order.shares * order.price - cost
     shares = shares + order.shares
     return Step(cash, shares, order.price, order.shares, cost, cash + shares * closes[t + 1], order.status)
+
+
+@njit(cache=True)
+def step_single_nb(
+    t: int,
+    cash: float,
+    shares: int,
+    value: float,
+    action: float,
+    opens: np.ndarray,
+    closes: np.ndarray,
+    features: np.ndarray,
+    discrete: bool,
+    fill: int,
+    commission: float,
+    slippage: float,
+    initial_cash: float,
+    observation: np.ndarray,
+) -> tuple[float, int, float, float, int, float, float, int]:
+    """One step of the single-stock env in one compiled call, its rules passed field by field (a
+    ``Rules`` argument or a ``Step`` result costs the Python shell more than the rules themselves):
+    :func:`execute_nb` from ``value`` at the close of ``t``, then bar ``t + 1``'s observation written
+    into ``observation``. Returns ``(cash, shares, value, reward, traded, cost, price, status)``."""
+    step = execute_nb(t, cash, shares, action, opens, closes, Rules(discrete, fill, commission, slippage))
+    observe_single_nb(features[t + 1], closes[t + 1], step.cash, step.shares, step.value, initial_cash, observation)
+    reward = math.log(step.value / value) if step.value > 0 else BANKRUPT_REWARD
+    return step.cash, step.shares, step.value, reward, step.traded, step.cost, step.price, step.status
+
+
+@njit(cache=True)
+def observe_single_nb(
+    row: np.ndarray, close: float, cash: float, shares: int, value: float, initial_cash: float, observation: np.ndarray
+) -> None:
+    """The observation of one account at one bar: the bar's feature ``row``, then the account features."""
+    width = len(row)
+    for k in range(width):
+        observation[k] = row[k]
+    observation[width], observation[width + 1], observation[width + 2] = account_features_nb(
+        shares, close, cash, value, initial_cash
+    )
 
 
 @njit(cache=True)
@@ -218,12 +260,10 @@ def observe_batch_nb(
 def observe_nb(i: int, accounts: Accounts, asset: int, market: Market, initial_cash: float, row: np.ndarray) -> None:
     """Write account ``i``'s observation into ``row``: its bar's features, then the account features."""
     bar = accounts.t[i]
-    width = market.features.shape[2]
-    for k in range(width):
-        row[k] = market.features[asset, bar, k]
-    row[width], row[width + 1], row[width + 2] = account_features_nb(
-        accounts.shares[i], market.closes[asset, bar], accounts.cash[i], accounts.value[i], initial_cash
-    )
+    observe_single_nb(
+        market.features[asset, bar], market.closes[asset, bar], accounts.cash[i], accounts.shares[i],
+        accounts.value[i], initial_cash, row,
+    )  # fmt: skip
 
 
 @njit(cache=True)

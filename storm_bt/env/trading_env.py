@@ -17,8 +17,8 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 
-from storm_bt.env.enums import BANKRUPT_REWARD, Action, Fill, OrderStatus, Rules
-from storm_bt.env.kernel import account_features_nb, execute_nb
+from storm_bt.env.enums import Action, Fill, OrderStatus, Rules
+from storm_bt.env.kernel import observe_single_nb, step_single_nb
 
 __all__ = ["EnvConfig", "TradingEnv", "check_market"]
 
@@ -139,16 +139,16 @@ class TradingEnv(gym.Env):
         act = self._checked_action(action)
         if self._t >= self._end:
             raise RuntimeError("The episode is over: call reset() before step().")
-        before = self.value
-        step = execute_nb(self._t, self.cash, self.shares, act, self.opens, self.closes, self.config.rules)
-        self.cash, self.shares, self.value = step.cash, step.shares, step.value
+        observation = np.empty(self.observation_space.shape, dtype=np.float32)
+        rules = self.config.rules
+        self.cash, self.shares, self.value, reward, traded, cost, price, status = step_single_nb(
+            self._t, self.cash, self.shares, self.value, act, self.opens, self.closes, self.features,
+            rules.discrete, rules.fill, rules.commission, rules.slippage, self.config.initial_cash, observation,
+        )  # fmt: skip
         self._t += 1
-        bankrupt = self.value <= 0
-        reward = math.log(self.value / before) if not bankrupt else BANKRUPT_REWARD
-        terminated = bankrupt or self._t >= len(self.closes) - 1
+        terminated = self.value <= 0 or self._t >= len(self.closes) - 1
         truncated = not terminated and self._t >= self._end
-        info = self._info(step.traded, step.cost, step.price, STATUSES[step.status])
-        return self._observation(), reward, terminated, truncated, info
+        return observation, reward, terminated, truncated, self._info(traded, cost, price, STATUSES[status])
 
     # -- helpers ------------------------------------------------------------------------------------
 
@@ -166,11 +166,10 @@ class TradingEnv(gym.Env):
         return float(normal) if self.config.discrete else float(normal[0])
 
     def _observation(self) -> np.ndarray:
-        t, width = self._t, self.features.shape[1]
-        observation = np.empty(width + ACCOUNT_FEATURES, dtype=np.float32)
-        observation[:width] = self.features[t]
-        observation[width:] = account_features_nb(
-            self.shares, self.closes[t], self.cash, self.value, self.config.initial_cash
+        observation = np.empty(self.observation_space.shape, dtype=np.float32)
+        t = self._t
+        observe_single_nb(
+            self.features[t], self.closes[t], self.cash, self.shares, self.value, self.config.initial_cash, observation
         )
         return observation
 
