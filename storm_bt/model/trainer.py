@@ -197,9 +197,9 @@ def predict_windows(model: nn.Module, data: WindowDataset, batch_size: int = 64)
     out = []
     for x, mask, _, _ in data.to(next(model.parameters()).device).batches(batch_size):
         pred = model(x, mask).pred
-        out.append(torch.where(mask[:, -1], pred.float(), torch.nan).cpu())  # float32 under autocast too
+        out.append(torch.where(mask[:, -1], pred.float(), torch.nan))  # float32 under autocast too
     model.train(was_training)
-    return torch.cat(out).numpy() if out else np.empty((0, data.panel.features.shape[1]), dtype=np.float32)
+    return torch.cat(out).cpu().numpy() if out else np.empty((0, data.panel.features.shape[1]), dtype=np.float32)
 
 
 def rank_ic_of(scores: np.ndarray, data: WindowDataset) -> dict[str, float]:
@@ -395,7 +395,8 @@ class Trainer:
         ddp_model.train()
         model = acc.unwrap_model(ddp_model)
         batches = list(self._epoch_batches(train, epoch, steps))
-        sums: dict[str, float] = {}
+        names: list[str] = []
+        sums: torch.Tensor | None = None  # on the model's device: reading a loss per batch would wait for the GPU
         bar = tqdm(batches, desc=f"epoch {epoch}", disable=None if cfg.progress and acc.is_local_main_process else True)
         for batch, indices in enumerate(bar):
             x, mask, y, _ = train.batch(indices)
@@ -414,10 +415,13 @@ class Trainer:
                 optimizer.zero_grad(set_to_none=True)
                 if average is not None:
                     average.update_parameters(model)
-            for key, value in {"loss": loss, **out.loss_terms}.items():
-                sums[key] = sums.get(key, 0.0) + float(value.detach())
-            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-        return {k: v / max(1, len(batches)) for k, v in sums.items()}
+            terms = {"loss": loss, **out.loss_terms}
+            values = torch.stack([value.detach().float() for value in terms.values()])
+            names, sums = list(terms), values if sums is None else sums + values
+            if not bar.disable:
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        means = [] if sums is None else (sums / len(batches)).tolist()
+        return dict(zip(names, means, strict=True))
 
     # -- checkpoints --------------------------------------------------------------------------------
 

@@ -138,12 +138,13 @@ class WindowDataset(Dataset):
         """The windows at ``indices`` stacked, as a DataLoader over the items would give them, in one gather
         on the panel's device: ``(x, mask, y, ends)`` of shapes (B, T, N, F), (B, T, N), (B, N), (B,)."""
         device = self._features.device
-        ends = torch.as_tensor(self.ends[np.asarray(indices, dtype=np.int64)], device=device)
+        picked = self.ends[np.asarray(indices, dtype=np.int64)]
+        ends = torch.as_tensor(picked, device=device)
         days = ends[:, None] + torch.arange(1 - self.window, 1, device=device)  # (B, T)
         before = days < 0  # days before the panel starts: zeros, masked
         days = days.clamp(min=0)
         x, mask = self._features[days], self._present[days] & ~before[..., None]
-        if bool(before.any()):
+        if (picked < self.window - 1).any():  # asked on the host: asking the device would wait for it
             x = x.masked_fill(before[..., None, None], 0.0)
         return x, mask, self._labels[ends], ends
 
