@@ -180,6 +180,14 @@ def test_bad_rolling_configs_are_refused_naming_the_key(extra, message):
         EvalConfig.from_dict(raw, base=EXPERIMENTS)
 
 
+@pytest.mark.parametrize("path", sorted(EXPERIMENTS.glob("evaluate_*.yaml")), ids=lambda p: p.name)
+def test_shipped_evaluate_configs_load_and_share_the_dj30_folds(path):
+    cfg = EvalConfig.from_yaml(path)
+    assert cfg.entries and all(entry.workflow.is_file() for entry in cfg.entries)
+    if cfg.rolling is not None:  # every walk-forward on DJ30 is judged on the same folds
+        assert cfg.rolling == EvalConfig.from_yaml(EXPERIMENTS / "evaluate_dj30_rolling.yaml").rolling
+
+
 def test_screening_subsets_name_what_the_config_lacks():
     cfg = EvalConfig.from_yaml(EXPERIMENTS / "evaluate_dj30.yaml")
     assert [m.name for m in cfg.subset(models=["LightGBM"]).models] == ["LightGBM"]
