@@ -140,10 +140,9 @@ class TradingEnv(gym.Env):
         if self._t >= self._end:
             raise RuntimeError("The episode is over: call reset() before step().")
         observation = np.empty(self.observation_space.shape, dtype=np.float32)
-        rules = self.config.rules
         self.cash, self.shares, self.value, reward, traded, cost, price, status = step_single_nb(
             self._t, self.cash, self.shares, self.value, act, self.opens, self.closes, self.features,
-            rules.discrete, rules.fill, rules.commission, rules.slippage, self.config.initial_cash, observation,
+            *self.config.rules, self.config.initial_cash, observation,
         )  # fmt: skip
         self._t += 1
         terminated = self.value <= 0 or self._t >= len(self.closes) - 1
