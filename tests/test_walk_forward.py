@@ -108,15 +108,17 @@ def test_the_stitched_span_is_the_folds_test_predictions_and_reports_like_a_run(
 
 def test_jobs_1_and_jobs_2_give_byte_identical_tables_and_a_rerun_reuses_everything(walk_forward):
     config, out = walk_forward
-    serial = out.parent / "jobs1"
-    _evaluate(config, serial, "--jobs", "1", "--threads", "1")
-    assert (serial / "tables.md").read_bytes() == (out / "tables.md").read_bytes()
     whole = (out / "tables.md").read_bytes()
-    done = _evaluate(config, out, "--jobs", "2", "--threads", "1", "--folds", "1", "--models", "LightGBM")
+    screen = ("--folds", "1", "--models", "LightGBM")
+    done = _evaluate(config, out, "--jobs", "2", "--threads", "1", *screen)
     assert "1 folds x 1 models x 1 seeds: 1 runs (1 finished before), 0 fold handlers to prepare" in done.stderr
-    screened = (out / "subsets" / "models-LightGBM_folds-1" / "tables.md").read_text()
-    assert "Walk-forward: 1 folds" in screened and "Shuffled" not in screened
+    screened = out / "subsets" / "models-LightGBM_folds-1" / "tables.md"
+    assert "Walk-forward: 1 folds" in screened.read_text() and "Shuffled" not in screened.read_text()
     assert (out / "tables.md").read_bytes() == whole  # a screening subset leaves the whole evaluation's tables
+    serial = out.parent / "jobs1"  # the run trained beside another at --jobs 2, trained afresh alone
+    done = _evaluate(config, serial, "--jobs", "1", "--threads", "1", *screen)
+    assert "1 runs (0 finished before), 1 fold handlers to prepare" in done.stderr
+    assert (serial / screened.relative_to(out)).read_bytes() == screened.read_bytes()
     _evaluate(config, out, "--jobs", "1", "--threads", "1", "--baseline", "Shuffled labels")
     against = pd.read_csv(out / "subsets" / "baseline-Shuffled_labels" / "results.csv").set_index("model")
     results = pd.read_csv(out / "results.csv").set_index("model")
