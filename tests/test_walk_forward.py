@@ -113,7 +113,8 @@ def test_jobs_1_and_jobs_2_give_byte_identical_tables_and_a_rerun_reuses_everyth
     done = _evaluate(config, out, "--jobs", "2", "--threads", "1", *screen)
     assert "1 folds x 1 models x 1 seeds: 1 runs (1 finished before), 0 fold handlers to prepare" in done.stderr
     screened = out / "subsets" / "models-LightGBM_folds-1" / "tables.md"
-    assert "Walk-forward: 1 folds" in screened.read_text() and "Shuffled" not in screened.read_text()
+    text = screened.read_text()
+    assert "Walk-forward: 1 folds" in text and "Shuffled" not in text
     assert (out / "tables.md").read_bytes() == whole  # a screening subset leaves the whole evaluation's tables
     serial = out.parent / "jobs1"  # the run trained beside another at --jobs 2, trained afresh alone
     done = _evaluate(config, serial, "--jobs", "1", "--threads", "1", *screen)
