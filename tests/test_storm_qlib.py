@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from helpers import qlib_features
 from qlib.data.dataset import DatasetH
 
@@ -16,8 +17,10 @@ from storm_bt.data.provider import read_calendar, write_provider
 from storm_bt.data.synthetic import SyntheticMarketConfig, make_market
 from storm_bt.metrics import rank_ic_summary
 from storm_bt.model import StormModel
-from storm_bt.workflows.qrun import latest_metrics, load_workflow, retarget, write_workflow
+from storm_bt.workflows.qrun import kept_valid_rank_ic, latest_metrics, load_workflow, retarget, write_workflow
+from storm_bt.workflows.runs import load_artifacts
 from storm_bt.workflows.segments import Segments
+from storm_bt.workflows.span import ensemble_scores
 
 MARKET = SyntheticMarketConfig(n_stocks=24, n_days=600, seed=11, signal_strength=0.25)  # a clear planted signal
 TRAINING = {
@@ -136,6 +139,29 @@ def test_storm_workflow_runs_under_qrun_with_paper_metrics(provider, tmp_path, s
     assert ("train.pretraining" in metrics) == bool(schedule)  # the last epoch's flag: 0, the full loss
 
 
+def test_a_model_of_several_members_runs_under_qrun_and_logs_each_member(provider, tmp_path):
+    path, seg = provider
+    config = retarget(load_workflow("experiments/workflow_storm_small_synth.yaml"), path, "synth", "SYNTH_EW", seg)
+    config["task"]["model"]["kwargs"].update(epochs=2, run_dir="checkpoints", progress=False, members=2)
+    write_workflow(config, tmp_path / "workflow.yaml")
+    done = subprocess.run(
+        [sys.executable, "-m", "qlib.cli.run", "workflow.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    metrics = latest_metrics(tmp_path)
+    assert {"Rank IC", "train.member0.loss", "train.member1.loss"} <= set(metrics.index)
+    histories = [load_artifacts(tmp_path, (f"storm/member{k}/training_history",))[1] for k in (0, 1)]
+    for k, history in enumerate(histories):
+        assert [h["epoch"] for h in history[f"storm/member{k}/training_history"]] == [1, 2]
+        assert (tmp_path / "checkpoints" / f"member{k}" / "best.pt").is_file()
+    assert kept_valid_rank_ic(tmp_path) == pytest.approx(np.mean([_member_kept(tmp_path, k) for k in (0, 1)]))
+
+
 def test_fit_refuses_a_split_whose_train_labels_read_valid_prices(dataset, provider, tmp_path):
     path, seg = provider
     calendar = read_calendar(path)
@@ -154,3 +180,43 @@ def test_fit_refuses_processors_fitted_past_the_train_segment(provider):
     handler = _handler(seg, fit_end=seg.valid[1])
     with pytest.raises(ValueError, match=r"RobustZScoreNorm is fitted up to fit_end_time .* after the train segment"):
         StormModel(**TRAINING).fit(DatasetH(handler, segments=seg.to_config()))
+
+
+def _member_kept(run_dir, k: int) -> float:
+    """A member's kept valid RankIC, read as a one-member run would be."""
+    single = run_dir / f"single{k}"
+    (single / "checkpoints").mkdir(parents=True)
+    for name in ("best.pt", "history.json"):
+        (single / "checkpoints" / name).write_bytes((run_dir / "checkpoints" / f"member{k}" / name).read_bytes())
+    return kept_valid_rank_ic(single)
+
+
+def test_members_are_the_single_runs_of_their_seeds_and_score_as_their_ensemble(dataset, tmp_path):
+    short = {**TRAINING, "epochs": 2}
+    members = StormModel(**{**short, "seed": 1, "members": 2, "run_dir": str(tmp_path / "run")}).fit(dataset)
+    singles = [StormModel(**{**short, "seed": seed}).fit(dataset) for seed in (2, 3)]  # seed * members + k
+    for member, single in zip(members.networks, singles, strict=True):
+        for (name, a), b in zip(member.state_dict().items(), single.model.state_dict().values(), strict=True):
+            assert torch.equal(a, b), name
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.is_dir()) == ["member0", "member1"]
+
+    pred = members.predict(dataset, "test")
+    expected = ensemble_scores([s.predict(dataset, "test").to_frame() for s in singles])["score"]
+    pd.testing.assert_series_equal(pred, expected, check_names=False)
+    assert not pred.equals(singles[0].predict(dataset, "test"))
+    assert members.model is members.networks[0]
+    pd.testing.assert_series_equal(pickle.loads(pickle.dumps(members)).predict(dataset, "test"), pred)
+
+
+def test_a_model_pickled_before_members_existed_still_predicts(fitted, dataset):
+    state = {k: v for k, v in fitted.__dict__.items() if k not in ("members", "networks", "results")}
+    state.update(model=fitted.model, result=fitted.result)
+    old = StormModel.__new__(StormModel)
+    old.__setstate__(state)
+    assert old.members == 1 and old.result is fitted.result
+    pd.testing.assert_series_equal(old.predict(dataset, "test"), fitted.predict(dataset, "test"))
+
+
+def test_members_must_be_a_whole_number_of_at_least_one():
+    with pytest.raises(ValueError, match=r"members must be a whole number of at least 1, got 0"):
+        StormModel(**{**TRAINING, "members": 0})

@@ -10,7 +10,7 @@ transform; labels come from the learning view (``DK_L``). Predicting a segment r
 from __future__ import annotations
 
 import logging
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ from storm_bt.model.storm import Storm
 from storm_bt.model.trainer import TrainConfig, Trainer, TrainResult, predict_windows
 from storm_bt.model.windows import Panel, WindowDataset, training_signature
 from storm_bt.workflows.leakage import check_fit_dataset
+from storm_bt.workflows.span import ensemble_scores
 
 __all__ = ["StormModel", "WindowModel", "fit_panel"]
 
@@ -41,6 +42,11 @@ class WindowModel(Model):
     :param network_config: options of ``network.configure`` (``n_stocks``/``n_features`` come from the data).
     :param run_dir: folder for checkpoints, per-epoch code usage and the training history; an
         interrupted fit resumes from it. ``None`` keeps everything in memory.
+    :param members: networks trained from seeds ``seed * members + k`` (``k < members``); the score
+        is the mean of their scores, each standardised across stocks per day. A single run's score
+        moves with its seed about as much as between model variants, and the mean of several is
+        steadier (issue 12's walk-forward); the cost is ``members`` trainings. Each member keeps its
+        checkpoints in ``run_dir/member<k>``; factors are exported from member 0.
     :param train_kwargs: fields of :class:`TrainConfig` (``epochs``, ``lr``, ``seed``, ...).
     """
 
@@ -50,8 +56,11 @@ class WindowModel(Model):
         network_config: dict[str, Any] | None = None,
         run_dir: str | None = None,
         resume: bool = True,
+        members: int = 1,
         **train_kwargs: Any,
     ) -> None:
+        if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+            raise ValueError(f"{type(self).__name__}: members must be a whole number of at least 1, got {members!r}.")
         known = {f.name for f in fields(TrainConfig)}
         unknown = sorted(set(train_kwargs) - known)
         if unknown:
@@ -67,9 +76,31 @@ class WindowModel(Model):
         self.train_config = TrainConfig(**train_kwargs)
         self.run_dir = run_dir
         self.resume = resume
-        self.model: torch.nn.Module | None = None
+        self.members = members
+        self.networks: list[torch.nn.Module] = []
+        self.results: list[TrainResult] = []
         self.instruments: list[str] | None = None
-        self.result: TrainResult | None = None
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Runs saved before ``members`` existed hold their one network as ``model``: still readable."""
+        if "networks" in state:
+            self.__dict__.update(state)
+            return
+        state = dict(state)
+        network, result = state.pop("model", None), state.pop("result", None)
+        state["members"] = 1
+        state["networks"] = [] if network is None else [network]
+        state["results"] = [] if result is None else [result]
+        self.__dict__.update(state)
+
+    @property
+    def model(self) -> torch.nn.Module | None:
+        """The (first member's) trained network: the one factors are exported from."""
+        return self.networks[0] if self.networks else None
+
+    @property
+    def result(self) -> TrainResult | None:
+        return self.results[0] if self.results else None
 
     def fit(self, dataset: DatasetH, evals_result: dict | None = None, reweighter: Any = None) -> WindowModel:
         if reweighter is not None:
@@ -88,9 +119,14 @@ class WindowModel(Model):
             cfg.window,
         )
         data_signature = training_signature(train, valid)
-        trainer = Trainer(cfg, self.train_config, self.run_dir, data_signature, network=self.network)
-        self.model, self.result = trainer.fit(train, valid, resume=self.resume)
-        self.model.cpu()
+        self.networks, self.results = [], []
+        for k in range(self.members):
+            train_config = replace(self.train_config, seed=self.train_config.seed * self.members + k)
+            run_dir = self.run_dir if self.members == 1 or self.run_dir is None else f"{self.run_dir}/member{k}"
+            trainer = Trainer(cfg, train_config, run_dir, data_signature, network=self.network)
+            network, result = trainer.fit(train, valid, resume=self.resume)
+            self.networks.append(network.cpu())
+            self.results.append(result)
         self.instruments = list(panel.instruments)
         if evals_result is not None:
             evals_result["valid"] = [h["valid_RankIC"] for h in self.result.history]
@@ -101,31 +137,40 @@ class WindowModel(Model):
         """Under ``qrun``: per-epoch losses and valid RankIC as metrics, history and code usage as artifacts."""
         experiment = R.exp_manager.active_experiment
         recorder = None if experiment is None else experiment.active_recorder
-        if recorder is None or self.result is None:
+        if recorder is None or not self.results:
             return
-        for record in self.result.history:
-            metrics = {f"train.{k}": float(v) for k, v in record.items() if k != "epoch" and np.isfinite(v)}
-            recorder.log_metrics(step=record["epoch"], **metrics)
-        recorder.log_params(storm_best_epoch=self.result.best_epoch, network=self.network.__name__)
-        recorder.save_objects(
-            artifact_path="storm", training_history=self.result.history, code_usage=self.result.code_usage
-        )
+        recorder.log_params(network=self.network.__name__)
+        for k, result in enumerate(self.results):
+            member = "" if self.members == 1 else f"member{k}."
+            for record in result.history:
+                metrics = {f"train.{member}{n}": float(v) for n, v in record.items() if n != "epoch" and np.isfinite(v)}
+                recorder.log_metrics(step=record["epoch"], **metrics)
+            recorder.log_params(**{f"{member}storm_best_epoch": result.best_epoch})
+            recorder.save_objects(
+                artifact_path="storm" if self.members == 1 else f"storm/member{k}",
+                training_history=result.history,
+                code_usage=result.code_usage,
+            )
 
     def predict(self, dataset: DatasetH, segment: str | slice = "test") -> pd.Series:
         data = self.windows(dataset, segment)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        scores = predict_windows(self.model.to(device), data)
-        self.model.cpu()
         panel = data.panel
         index = pd.MultiIndex.from_product(
             [panel.dates[data.ends], panel.instruments], names=["datetime", "instrument"]
         )
-        pred = pd.Series(scores.ravel().astype(np.float64), index=index, name="score")
-        return pred.dropna()
+        preds = []
+        for network in self.networks:
+            scores = predict_windows(network.to(device), data)
+            network.cpu()
+            preds.append(pd.Series(scores.ravel().astype(np.float64), index=index, name="score").dropna())
+        if len(preds) == 1:
+            return preds[0]
+        return ensemble_scores([p.to_frame() for p in preds])["score"].dropna()
 
     def windows(self, dataset: DatasetH, segment: str | slice) -> WindowDataset:
         """The windows ending on each date of ``segment``, over the training universe, with their history."""
-        if self.model is None or self.instruments is None:
+        if not self.networks or self.instruments is None:
             raise ValueError(f"{type(self).__name__} is not fitted: call fit(dataset) first.")
         start, end = _segment_range(dataset, segment)
         features = dataset.handler.fetch(
@@ -158,12 +203,13 @@ class StormModel(WindowModel):
         model_config: dict[str, Any] | None = None,
         run_dir: str | None = None,
         resume: bool = True,
+        members: int = 1,
         **train_kwargs: Any,
     ) -> None:
         self.preset = preset
         self.ablation = ablation
         options = {"preset": preset, "ablation": ablation, **(model_config or {})}
-        super().__init__(type(self).network, options, run_dir, resume, **train_kwargs)
+        super().__init__(type(self).network, options, run_dir, resume, members, **train_kwargs)
 
 
 def fit_panel(dataset: DatasetH) -> tuple[Panel, tuple[pd.Timestamp, pd.Timestamp], tuple[pd.Timestamp, pd.Timestamp]]:

@@ -72,13 +72,14 @@ def portfolio_figures(run_dir: Path, out: Path) -> tuple[list[Path], pd.DataFram
     bottom.set_ylabel("names held")
     figures.append(_save(fig, out / "turnover_holdings.png"))
 
-    try:
-        _, storm = load_artifacts(run_dir, ("storm/code_usage", "storm/training_history"))
-    except LookupError:  # not a STORM run
-        storm = {}
-    if storm:
-        figures.append(codebook_figure(storm["storm/code_usage"], out))
-        figures.append(training_figure(storm["storm/training_history"], out))
+    for folder in ("storm", "storm/member0"):  # a model of several members: its first member's training
+        try:
+            _, storm = load_artifacts(run_dir, (f"{folder}/code_usage", f"{folder}/training_history"))
+        except LookupError:  # not a storm_bt window model
+            continue
+        figures.append(codebook_figure(storm[f"{folder}/code_usage"], out))
+        figures.append(training_figure(storm[f"{folder}/training_history"], out))
+        break
 
     table = pd.DataFrame({"strategy": portfolio_metrics(net), "benchmark": portfolio_metrics(bench)}).T
     return figures, table

@@ -205,8 +205,17 @@ def qrun_wall(run_dir: str | Path) -> float:
 
 def kept_valid_rank_ic(run_dir: str | Path) -> float:
     """The valid RankIC of the epoch whose weights a storm_bt model kept (``best.pt``): the best epoch's
-    under selection, the last one's without it (NaN for models without a training history)."""
+    under selection, the last one's without it; for a model of several members, their mean (NaN for
+    models without a training history)."""
     checkpoints = Path(run_dir) / CHECKPOINTS
+    members = sorted(checkpoints.glob("member*"))
+    if members:
+        kept = [_kept_valid_rank_ic(member) for member in members]
+        return sum(kept) / len(kept)
+    return _kept_valid_rank_ic(checkpoints)
+
+
+def _kept_valid_rank_ic(checkpoints: Path) -> float:
     if not (checkpoints / HISTORY).is_file() or not (checkpoints / BEST).is_file():
         return math.nan
     kept = torch.load(checkpoints / BEST, map_location="cpu", weights_only=True, mmap=True)["epoch"]
