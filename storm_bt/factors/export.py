@@ -49,7 +49,7 @@ def export_run_factors(
         "network": type(run.model.model).__name__,
         "preset": run.model.preset,
         "ablation": run.model.ablation or "",
-        "seed": run.model.train_config.seed * run.model.members,  # the exported network's: the first member's
+        "seed": run.model.member_seed(0),  # the exported network's
         "members": run.model.members,
         "data_start": f"{dates[0]:%Y-%m-%d}",
         "data_end": f"{dates[-1]:%Y-%m-%d}",

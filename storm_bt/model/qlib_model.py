@@ -102,6 +102,10 @@ class WindowModel(Model):
     def result(self) -> TrainResult | None:
         return self.results[0] if self.results else None
 
+    def member_seed(self, k: int) -> int:
+        """The training seed of member ``k``: members of different run seeds never share one."""
+        return self.train_config.seed * self.members + k
+
     def fit(self, dataset: DatasetH, evals_result: dict | None = None, reweighter: Any = None) -> WindowModel:
         if reweighter is not None:
             raise ValueError(f"{type(self).__name__} does not support sample reweighting.")
@@ -121,7 +125,7 @@ class WindowModel(Model):
         data_signature = training_signature(train, valid)
         self.networks, self.results = [], []
         for k in range(self.members):
-            train_config = replace(self.train_config, seed=self.train_config.seed * self.members + k)
+            train_config = replace(self.train_config, seed=self.member_seed(k))
             run_dir = self.run_dir if self.members == 1 or self.run_dir is None else f"{self.run_dir}/member{k}"
             trainer = Trainer(cfg, train_config, run_dir, data_signature, network=self.network)
             network, result = trainer.fit(train, valid, resume=self.resume)
