@@ -21,6 +21,7 @@ from storm_bt.data.synthetic import SyntheticMarketConfig, write_market_csvs
 from storm_bt.model.trainer import BEST, HISTORY
 from storm_bt.pipelines.eval_config import EvalConfig
 from storm_bt.pipelines.report import write_report
+from storm_bt.pipelines.walk_forward import format_walk_forward_tables
 from storm_bt.workflows.prepared import prepare_handler
 from storm_bt.workflows.qrun import CHECKPOINTS, kept_valid_rank_ic, load_workflow, retarget
 from storm_bt.workflows.rolling import RollingSpec, rolling_folds
@@ -89,6 +90,24 @@ def test_significance_separates_a_learning_model_from_a_shuffled_label_placebo(w
     assert "Newey-West" in tables and "Δ Rank IC vs LightGBM" in tables and "| Shuffled labels, seeds (n=1) |" in tables
     t = results.loc["LightGBM", "RankIC.t"]
     assert f"| {results.loc['LightGBM', 'Rank IC']:.4f} | {t:.2f} |" in tables
+
+
+def test_the_tables_t_over_seeds_is_the_one_sample_t_of_the_seeds_differences(walk_forward):
+    _, out = walk_forward
+    results = pd.read_csv(out / "results.csv", dtype={"seed": str})
+    described = json.loads((out / "evaluate.json").read_text())
+    placebo = results[results["model"] == "Shuffled labels"].iloc[0].to_dict()
+    differences = [-0.010, -0.004, -0.013]  # three seeds of the placebo, as if retrained
+    seeds = pd.DataFrame([placebo | {"seed": str(k), "diff.RankIC": d} for k, d in enumerate(differences)])
+    tables = format_walk_forward_tables(
+        pd.concat([results[results["model"] == "LightGBM"], seeds]), described, pd.DataFrame()
+    )
+    expected = np.mean(differences) / (np.std(differences, ddof=1) / np.sqrt(len(differences)))
+    factor = tables.split("## Factor quality")[1].split("##")[0]
+    rows = {line.split(" |")[0]: line for line in factor.splitlines() if line.startswith("| ")}
+    assert rows["| Shuffled labels, seeds (n=3)"].endswith(f"| {expected:.2f} |")
+    assert rows["| LightGBM, seeds (n=1)"].endswith("| n/a |")  # one seed has no spread; no baseline, no Δ
+    assert "t over seeds (Δ)" in tables and "n - 1 degrees of freedom" in tables
 
 
 def test_the_stitched_span_is_the_folds_test_predictions_and_reports_like_a_run(market, walk_forward, tmp_path):

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from statsmodels.stats.weightstats import DescrStatsW
 
 from storm_bt.metrics import daily_rank_ic, mean_test, newey_west_lags, sharpe_difference_interval
 from storm_bt.workflows.runs import load_artifacts
 
-__all__ = ["BOOTSTRAP", "SIGNIFICANCE_COLUMNS", "SpanSeries", "compare", "method_note", "read_span_series"]
+__all__ = ["BOOTSTRAP", "SIGNIFICANCE_COLUMNS", "SpanSeries", "compare", "method_note", "read_span_series", "seed_t"]
 
 BOOTSTRAP = {"block": 20, "reps": 2000, "level": 0.95, "seed": 0}
 """Stationary bootstrap of the Sharpe difference: mean block length (sessions), resamples, level, seed."""
@@ -74,6 +75,19 @@ def compare(model: SpanSeries, baseline: SpanSeries | None) -> dict[str, float]:
     return out | {"diff.ASR": asr, "diff.ASR.low": low, "diff.ASR.high": high}
 
 
+def seed_t(per_seed: pd.Series) -> float:
+    """One-sample t of per-seed values against zero (n - 1 degrees of freedom).
+
+    A span's Newey-West t measures the days' noise given the trained networks; retraining with
+    another seed moves a network's Rank IC by about as much, and only the spread over seeds sees
+    that. NaN under two seeds or with no spread.
+    """
+    values = pd.Series(per_seed, dtype=float).dropna().to_numpy()
+    if len(values) < 2 or np.ptp(values) == 0:
+        return float("nan")
+    return float(DescrStatsW(values).ttest_mean(0.0)[0])
+
+
 def method_note(days: int, baseline: str) -> str:
     """The sentence a table states its tests with."""
     b = BOOTSTRAP
@@ -81,6 +95,8 @@ def method_note(days: int, baseline: str) -> str:
         f"t = mean / Newey-West (HAC, Bartlett kernel) standard error of the daily series, "
         f"{newey_west_lags(days)} lags for {days} days (floor(4 (T/100)^(2/9))); |t| > 1.96 is significant "
         f"at 5% (two-sided). Δ = model - {baseline} on the same days: seed k against {baseline}'s seed k, "
-        f"ensemble against its ensemble. Δ ASR interval: {b['level']:.0%} percentile interval of a paired "
+        f"ensemble against its ensemble. t over seeds: one-sample t of the seeds' Δ Rank IC (n - 1 degrees "
+        "of freedom), which sees the training's noise that a span's t does not. "
+        f"Δ ASR interval: {b['level']:.0%} percentile interval of a paired "
         f"stationary block bootstrap (mean block {b['block']} sessions, {b['reps']} resamples, seed {b['seed']})."
     )

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from storm_bt.data.provider import provider_digest, read_calendar
@@ -39,7 +40,7 @@ from storm_bt.pipelines.eval_config import (
     model_workflow,
     run_folder,
 )
-from storm_bt.pipelines.significance import SpanSeries, compare, method_note, read_span_series
+from storm_bt.pipelines.significance import SpanSeries, compare, method_note, read_span_series, seed_t
 from storm_bt.pipelines.tables import mean_std
 from storm_bt.workflows.prepared import handler_key, prepare_handler, with_prepared_handler
 from storm_bt.workflows.qrun import (
@@ -296,13 +297,17 @@ def format_walk_forward_tables(results: pd.DataFrame, described: dict[str, Any],
     factor = {"valid Rank IC": "valid.RankIC", "Rank IC": "Rank IC", "t": "RankIC.t", "Rank ICIR": "Rank ICIR",
               "IC": "IC", f"Δ Rank IC vs {baseline}": "diff.RankIC", "t (Δ)": "diff.RankIC.t"}  # fmt: skip
     digits = {"RankIC.t": 2, "diff.RankIC.t": 2}
-    lines += ["## Factor quality (out of sample, whole span)", "", "| model | " + " | ".join(factor) + " |"]
-    lines.append("|" + "---|" * (len(factor) + 1))
+    header = [*factor, "t over seeds (Δ)"]
+    lines += ["## Factor quality (out of sample, whole span)", "", "| model | " + " | ".join(header) + " |"]
+    lines.append("|" + "---|" * (len(header) + 1))
     for (model,), rows in groups:
         seeds = rows[rows["seed"] != ENSEMBLE]
-        lines.append(f"| {model}, seeds (n={len(seeds)}) | " + " | ".join(_cells(seeds, factor, digits)) + " |")
+        over_seeds = seed_t(seeds["diff.RankIC"])
+        cells = [*_cells(seeds, factor, digits), "n/a" if np.isnan(over_seeds) else f"{over_seeds:.2f}"]
+        lines.append(f"| {model}, seeds (n={len(seeds)}) | " + " | ".join(cells) + " |")
         for _, row in rows[rows["seed"] == ENSEMBLE].iterrows():
-            lines.append(f"| {model}, ensemble | " + " | ".join(_cells(row.to_frame().T, factor, digits)) + " |")
+            cells = [*_cells(row.to_frame().T, factor, digits), ""]
+            lines.append(f"| {model}, ensemble | " + " | ".join(cells) + " |")
     portfolio = {m: f"paper.{m}" for m in PM}
     lines += ["", "## TopK-Drop portfolio (out of sample, whole span, net of costs)", ""]
     lines += ["| model | " + " | ".join(portfolio) + f" | Δ ASR vs {baseline} [95% CI] |", "|" + "---|" * (len(PM) + 2)]
