@@ -49,8 +49,8 @@ def fold_runs_by_seed(runs: Path) -> dict[int, list[Path]]:
     return {seed: [folds[k] for k in sorted(folds)] for seed, folds in sorted(found.items())}
 
 
-def member_predictions(run_dir: Path) -> tuple[list[pd.Series], pd.Series]:
-    """Each member's test prediction of one fold run, and the run's label."""
+def member_predictions(run_dir: Path) -> tuple[dict[int, pd.Series], pd.Series]:
+    """Each member's test prediction of one fold run, by its training seed, and the run's label."""
     import qlib
     from qlib.utils import init_instance_by_config
 
@@ -58,13 +58,13 @@ def member_predictions(run_dir: Path) -> tuple[list[pd.Series], pd.Series]:
     config, model = run["config"], run["params.pkl"]
     qlib.init(**{k: v for k, v in config["qlib_init"].items() if k != "exp_manager"})
     dataset = init_instance_by_config(dataset_config_in(config, run_dir))
-    preds = []
-    for network in model.networks:
+    preds = {}
+    for k, network in enumerate(model.networks):
         alone = copy.copy(model)
         alone.networks = [network]
-        preds.append(alone.predict(dataset))
+        preds[model.member_seed(k)] = alone.predict(dataset)
     recorded = run["pred.pkl"]["score"]
-    ensemble = ensemble_scores([p.to_frame("score") for p in preds])["score"].dropna()
+    ensemble = ensemble_scores([p.to_frame("score") for p in preds.values()])["score"].dropna()
     gap = (ensemble - recorded.reindex(ensemble.index)).abs().max()
     if len(ensemble) != len(recorded) or not gap < 1e-9:
         raise SystemExit(f"{run_dir}: the members' ensemble is not the recorded prediction (max gap {gap}).")
@@ -75,12 +75,11 @@ def network_predictions(runs: Path, spans: list[str]) -> tuple[dict[int, pd.Seri
     """Each network's stitched test scores by training seed: the members of ``runs`` and the one-network
     spans ``SEED=SPAN_DIR`` of the same configuration; and the label."""
     scores, labels = {}, []
-    for seed, fold_runs in fold_runs_by_seed(runs).items():
+    for fold_runs in fold_runs_by_seed(runs).values():
         folds = [member_predictions(run_dir) for run_dir in fold_runs]
         labels.append(pd.concat([label for _, label in folds]).sort_index())
-        members = len(folds[0][0])
-        for k in range(members):
-            scores[seed * members + k] = pd.concat([preds[k] for preds, _ in folds]).sort_index()
+        for seed in folds[0][0]:
+            scores[seed] = pd.concat([preds[seed] for preds, _ in folds]).sort_index()
     for item in spans:
         seed, sep, span = item.partition("=")
         if not sep or not seed.isdigit():
