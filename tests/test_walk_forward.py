@@ -25,7 +25,7 @@ from storm_bt.pipelines.walk_forward import format_walk_forward_tables
 from storm_bt.workflows.prepared import prepare_handler
 from storm_bt.workflows.qrun import CHECKPOINTS, kept_valid_rank_ic, load_workflow, retarget
 from storm_bt.workflows.rolling import RollingSpec, rolling_folds
-from storm_bt.workflows.span import ensemble_scores, stitch_predictions
+from storm_bt.workflows.span import analyse_span, ensemble_scores, span_finished, stitch_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
@@ -123,6 +123,16 @@ def test_the_stitched_span_is_the_folds_test_predictions_and_reports_like_a_run(
     assert days.min() == folds[0].test[0] and days.max() == folds[-1].test[1]
     report = write_report(span, tmp_path)
     assert report.is_file() and (tmp_path / "rank_ic.png").is_file()
+
+
+def test_a_span_named_relative_to_the_working_folder_is_finished_there(market, walk_forward, tmp_path, monkeypatch):
+    _, provider = market
+    _, out = walk_forward
+    runs = [str(r) for r in sorted((out / "runs" / "lightgbm").glob("fold*"))]
+    monkeypatch.chdir(tmp_path)  # analyse_span moves into the span; monkeypatch moves back afterwards
+    analyse_span([runs], "spans/lightgbm", {"provider_uri": str(provider)}, records=[])
+    monkeypatch.chdir(tmp_path)
+    assert span_finished("spans/lightgbm")  # where `storm-bt evaluate --out RELATIVE` looks: never rebuilt
 
 
 def test_jobs_1_and_jobs_2_give_byte_identical_tables_and_a_rerun_reuses_everything(walk_forward):

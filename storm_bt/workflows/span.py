@@ -73,7 +73,7 @@ def analyse_span(
     from qlib.utils import init_instance_by_config
     from qlib.workflow import R
 
-    span = Path(span_dir)
+    span = Path(span_dir).resolve()  # absolute: the marker is written after the chdir below
     with exclusive(span, "walk-forward span"):
         if span_finished(span):
             return span_dir
