@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,8 @@ from storm_bt.data.synthetic import SyntheticMarketConfig, write_market_csvs
 from storm_bt.model.trainer import BEST, HISTORY
 from storm_bt.pipelines.eval_config import EvalConfig
 from storm_bt.pipelines.report import write_report
+from storm_bt.pipelines.selection import choose_on_valid
+from storm_bt.pipelines.significance import read_span_series
 from storm_bt.pipelines.walk_forward import format_walk_forward_tables
 from storm_bt.workflows.prepared import prepare_handler
 from storm_bt.workflows.qrun import CHECKPOINTS, kept_valid_rank_ic, load_workflow, retarget
@@ -156,6 +159,58 @@ def test_jobs_1_and_jobs_2_give_byte_identical_tables_and_a_rerun_reuses_everyth
     assert np.isnan(against.loc["Shuffled labels", "diff.RankIC"])
 
 
+def _keep_one_epoch(run_dir: Path, valid_rank_ic: float) -> None:
+    """Give a finished run the training history of a model that kept its one epoch."""
+    (run_dir / CHECKPOINTS).mkdir(exist_ok=True)
+    (run_dir / CHECKPOINTS / HISTORY).write_text(json.dumps([{"epoch": 1, "valid_RankIC": valid_rank_ic}]))
+    torch.save({"config": {}, "model": {}, "epoch": 1}, run_dir / CHECKPOINTS / BEST)
+
+
+def test_choosing_on_valid_takes_the_best_candidate_per_fold_and_refuses_an_undecidable_fold():
+    valid = pd.DataFrame({"a": [0.01, 0.02, np.nan], "b": [0.03, 0.02, 0.00]})
+    assert choose_on_valid(valid, "here").tolist() == ["b", "a", "b"]  # a tie goes to the first listed
+    with pytest.raises(ValueError, match=r"here: no candidate has a valid Rank IC in fold\(s\) \[1\]"):
+        choose_on_valid(pd.DataFrame({"a": [0.01, np.nan], "b": [0.0, np.nan]}), "here")
+
+
+def test_a_selection_stitches_the_run_chosen_on_valid_in_each_fold_and_is_tested_like_a_model(
+    market, walk_forward, tmp_path
+):
+    _, provider = market
+    config, out = walk_forward
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    valid = {"lightgbm": [0.01, 0.05], "shuffled_labels": [0.02, float("nan")]}  # fold 0: the placebo wins on valid
+    for slug, values in valid.items():
+        for run_dir, value in zip(sorted((copy / "runs" / slug).glob("fold*")), values, strict=True):
+            _keep_one_epoch(run_dir, value)
+    raw = json.loads(config.read_text()) | {"selections": {"Chosen on valid": ["LightGBM", "Shuffled labels"]}}
+    path = tmp_path / "evaluate.yaml"
+    path.write_text(json.dumps(raw))
+    done = _evaluate(path, copy, "--jobs", "1", "--threads", "1")
+    assert "4 runs (4 finished before), 0 fold handlers to prepare" in done.stderr  # chosen after the fits, no refit
+
+    results = pd.read_csv(copy / "results.csv").set_index("model")
+    chosen = results.loc["Chosen on valid"]
+    assert chosen["group"] == "selection" and chosen["folds"] == 2
+    assert chosen["valid.RankIC"] == pytest.approx(0.035)  # the chosen runs' valid Rank IC: 0.02, then 0.05
+    assert chosen["compute_s"] == pytest.approx(results.loc[["LightGBM", "Shuffled labels"], "compute_s"].sum())
+    folds = rolling_folds(RollingSpec.from_dict(_rolling(provider)), read_calendar(provider))
+    daily = {name: read_span_series(results.loc[name, "span"]).rank_ic for name in results.index}
+    expected = pd.concat([daily["Shuffled labels"].loc[: folds[0].test[1]], daily["LightGBM"].loc[folds[1].test[0] :]])
+    pd.testing.assert_series_equal(daily["Chosen on valid"], expected, check_names=False)
+    paired = daily["Chosen on valid"] - daily["LightGBM"]
+    assert chosen["diff.RankIC"] == pytest.approx(paired.mean())  # tested against the baseline like any row
+    before = pd.read_csv(out / "results.csv").set_index("model")
+    assert results.loc[before.index, "Rank IC"].tolist() == before["Rank IC"].tolist()  # other rows untouched
+
+    tables = (copy / "tables.md").read_text()
+    assert "## Chosen on valid: candidates chosen per fold (of 1 seed(s))" in tables
+    assert "| LightGBM | 0 | 1 |" in tables and "| Shuffled labels | 1 | 0 |" in tables
+    chosen_log = json.loads((copy / "evaluate.json").read_text())["chosen"]
+    assert [c["chosen"] for c in chosen_log] == ["Shuffled labels", "LightGBM"]
+
+
 def test_processors_fit_per_fold_ignore_prices_after_the_folds_train_end(market, tmp_path):
     csv, provider = market
     (fold, *_) = rolling_folds(RollingSpec.from_dict(_rolling(provider)), read_calendar(provider))
@@ -204,10 +259,16 @@ def test_ensemble_is_the_mean_of_cross_sectionally_standardised_scores():
         ({"seeds": [0, 0]}, "distinct"),
         ({"seeds": [0, "one"]}, "whole numbers"),
         ({"rolling": {"first_test": "2012-01-01", "step": 1}}, "larger than the embargo"),
+        ({"selections": {"Chosen": ["LightGBM"]}}, "'Chosen' needs at least two distinct candidates"),
+        ({"selections": {"Chosen": ["LightGBM", "XGBoost"]}}, r"'Chosen' names \['XGBoost'\]"),
+        ({"selections": {"lightgbm": ["LightGBM", "LightGBM"]}}, "'lightgbm' is already the name of a model"),
+        ({"selections": ["LightGBM"]}, "selections must map a name to a list"),
+        ({"rolling": None, "selections": {"Chosen": ["LightGBM", "L2"]}}, "they need a rolling: block"),
     ],
 )
 def test_bad_rolling_configs_are_refused_naming_the_key(extra, message):
-    raw = {"models": {"LightGBM": "workflow_lgbm_alpha158_dj30.yaml"}, "rolling": {"first_test": "2012-01-01"}} | extra
+    models = {"LightGBM": "workflow_lgbm_alpha158_dj30.yaml", "L2": "workflow_lgbm_alpha158_dj30_shuffled.yaml"}
+    raw = {"models": models, "rolling": {"first_test": "2012-01-01"}} | extra
     with pytest.raises(ValueError, match=message):
         EvalConfig.from_dict(raw, base=EXPERIMENTS)
 
@@ -231,6 +292,16 @@ def test_screening_subsets_name_what_the_config_lacks():
     assert cfg.subset(baseline="LightGBM").baseline_name == "LightGBM"
     with pytest.raises(ValueError, match="--baseline: 'LightGBM' is not among the models run"):
         cfg.subset(models=[cfg.models[0].name], baseline="LightGBM")
+
+
+def test_a_selection_named_in_models_brings_its_candidates_and_is_dropped_otherwise():
+    models = {"LightGBM": "workflow_lgbm_alpha158_dj30.yaml", "L2": "workflow_lgbm_alpha158_dj30_shuffled.yaml"}
+    raw = {"models": models, "rolling": {"first_test": "2012-01-01"}, "selections": {"Chosen": ["LightGBM", "L2"]}}
+    cfg = EvalConfig.from_dict(raw, base=EXPERIMENTS)
+    chosen = cfg.subset(models=["Chosen"])
+    assert [m.name for m in chosen.models] == ["LightGBM", "L2"] and chosen.selections == {"Chosen": ["LightGBM", "L2"]}
+    assert cfg.subset(models=["LightGBM", "L2"]).selections == {}  # rows are what --models names
+    assert cfg.subset().selections == cfg.selections
 
 
 @pytest.mark.parametrize("kept", [3, 1], ids=["best-epoch", "last-epoch-without-selection"])

@@ -3,7 +3,8 @@
 The YAML names the models (Qlib workflows: STORM and the baselines), the ablations (more
 workflows), the seeds, optionally the data to run them all on (provider, universe, benchmark and
 dates; by default each workflow's own), optionally a ``rolling:`` block (walk-forward folds, see
-:mod:`storm_bt.workflows.rolling`) with the ``baseline`` every model is tested against, and
+:mod:`storm_bt.workflows.rolling`) with the ``baseline`` every model is tested against and
+``selections`` chosen among on each fold's valid segment (:mod:`storm_bt.pipelines.selection`), and
 optionally a trading experiment whose agents read the factors of the first seed of one STORM run.
 """
 
@@ -70,6 +71,7 @@ class EvalConfig:
     rolling: RollingSpec | None = None
     baseline: str | None = None  # the model every other is tested against; default: the first baseline
     trading: dict[str, str] | None = None  # {config: TRADING.yaml, factors_from: MODEL NAME}
+    selections: dict[str, list[str]] = field(default_factory=dict)  # name -> candidates chosen among on valid
 
     def __post_init__(self) -> None:
         if not self.models or not self.seeds:
@@ -93,11 +95,26 @@ class EvalConfig:
                 )
             if self.trading is not None:
                 raise ValueError("trading: runs on one split; drop it from a rolling: evaluation.")
+        self._check_selections()
         if self.trading is not None:
             check_keys(self.trading, {"config", "factors_from"}, required={"config"}, where="trading")
             source = self.trading.get("factors_from", self.models[0].name)
             if source not in [m.name for m in self.models]:
                 raise ValueError(f"trading.factors_from {source!r} is not one of the models.")
+
+    def _check_selections(self) -> None:
+        if self.selections and self.rolling is None:
+            raise ValueError("selections: choose a candidate per fold; they need a rolling: block.")
+        names = [m.name for m in self.entries]
+        slugs = {m.slug for m in self.entries}
+        for name, candidates in self.selections.items():
+            if name in names or ModelEntry(name, Path()).slug in slugs:
+                raise ValueError(f"selections: {name!r} is already the name of a model or ablation.")
+            if len(candidates) < 2 or len(set(candidates)) != len(candidates):
+                raise ValueError(f"selections: {name!r} needs at least two distinct candidates, got {candidates}.")
+            unknown = [c for c in candidates if c not in names]
+            if unknown:
+                raise ValueError(f"selections: {name!r} names {unknown}, not among the models and ablations {names}.")
 
     @property
     def entries(self) -> list[ModelEntry]:
@@ -112,15 +129,17 @@ class EvalConfig:
         self, models: list[str] | None = None, seeds: list[int] | None = None, baseline: str | None = None
     ) -> EvalConfig:
         """The same evaluation on some of its models (and ablations) and seeds, for screening, or
-        compared against another ``baseline`` (any model or ablation that is kept)."""
+        compared against another ``baseline`` (any model or ablation that is kept). A selection named
+        in ``models`` brings its candidates along."""
         known = [m.name for m in self.entries]
         for name in models or []:
-            if name not in known:
-                raise ValueError(f"--models: {name!r} is not in the config; it has {known}.")
+            if name not in known and name not in self.selections:
+                raise ValueError(f"--models: {name!r} is not in the config; it has {known + list(self.selections)}.")
         for seed in seeds or []:
             if seed not in self.seeds:
                 raise ValueError(f"--seeds: {seed} is not in the config's seeds {self.seeds}.")
-        keep = set(models or known)
+        selections = {k: v for k, v in self.selections.items() if models is None or k in models}
+        keep = set(models or known) - set(self.selections) | {c for v in selections.values() for c in v}
         kept = [m for m in self.models if m.name in keep]
         if not kept:
             raise ValueError("--models: keep at least one of the models (not only ablations).")
@@ -138,6 +157,7 @@ class EvalConfig:
             seeds=[s for s in self.seeds if s in set(seeds or self.seeds)],
             baseline=baseline,
             trading=trading,
+            selections=selections,
         )
 
     @classmethod
@@ -175,7 +195,16 @@ class EvalConfig:
             rolling=RollingSpec.from_dict(raw["rolling"]) if raw.get("rolling") else None,
             baseline=None if raw.get("baseline") is None else str(raw["baseline"]),
             trading=trading,
+            selections=_selections(raw.get("selections")),
         )
+
+
+def _selections(raw: Any) -> dict[str, list[str]]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
+        raise ValueError(f"selections must map a name to a list of candidate model names, got {raw!r}.")
+    return {str(name): [str(c) for c in candidates] for name, candidates in raw.items()}
 
 
 def workflow_on_data(config: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:

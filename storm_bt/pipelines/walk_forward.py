@@ -11,8 +11,10 @@ Three stages, each a list of independent tasks for the executor; whatever finish
    date order and analysed once (IC, TopK-Drop backtest, paper metrics) in
    ``spans/<model>/<seed|ensemble>_<digest>/``, a folder ``storm-bt report`` reads like a qrun run.
 
-Then ``results.csv`` (one row per model and seed or ensemble: metrics, significance, compute
-seconds), ``tables.md`` and ``evaluate.json``.
+A ``selections:`` entry adds rows stitched from the fold runs its candidates trained, choosing per
+seed and fold on the valid segment (:mod:`storm_bt.pipelines.selection`). Then ``results.csv`` (one
+row per model and seed or ensemble: metrics, significance, compute seconds), ``tables.md`` and
+``evaluate.json``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from storm_bt.pipelines.eval_config import (
     model_workflow,
     run_folder,
 )
+from storm_bt.pipelines.selection import choose_on_valid, format_choices
 from storm_bt.pipelines.significance import SpanSeries, compare, method_note, read_span_series, seed_t
 from storm_bt.pipelines.tables import mean_std
 from storm_bt.workflows.prepared import handler_key, prepare_handler, with_prepared_handler
@@ -90,10 +93,12 @@ class Span:
     """One row of the tables: a model's folds stitched for one seed, or for all its seeds (ensemble)."""
 
     group: str
-    entry: ModelEntry
+    name: str
+    entry: ModelEntry  # whose workflow's analysis records run on the span (a selection: its first candidate)
     seed: int | str  # a seed, or ENSEMBLE
     runs: tuple[FoldRun, ...]  # every seed's folds, in (seed, date) order
     span_dir: Path
+    trained: tuple[FoldRun, ...]  # every run the row paid for: ``runs``, or all its candidates' (a selection)
 
 
 def _on_segments(config: dict[str, Any], segments: Segments) -> dict[str, Any]:
@@ -138,13 +143,60 @@ def _plan(
                     mine.append(FoldRun(group, entry, seed, k, config, run_dir, prepared))
                 runs += mine
                 by_seed.append(mine)
-                folder = out / "spans" / entry.slug / f"seed{seed}_{_digest([r.run_dir.name for r in mine])}"
-                spans.append(Span(group, entry, seed, tuple(mine), folder))
-            if len(cfg.seeds) > 1:
-                every = [r for mine in by_seed for r in mine]
-                folder = out / "spans" / entry.slug / f"{ENSEMBLE}_{_digest([r.run_dir.name for r in every])}"
-                spans.append(Span(group, entry, ENSEMBLE, tuple(every), folder))
+            spans += _spans(group, entry.name, entry, by_seed, out / "spans" / entry.slug)
     return runs, spans
+
+
+def _spans(
+    group: str,
+    name: str,
+    entry: ModelEntry,
+    by_seed: list[list[FoldRun]],
+    parent: Path,
+    trained: list[list[FoldRun]] | None = None,
+) -> list[Span]:
+    """A row's span per seed, and its ensemble when there are several seeds; ``trained``: the runs
+    each seed paid for, when more than those stitched."""
+    trained = trained or by_seed
+    rows = [(mine[0].seed, mine, paid) for mine, paid in zip(by_seed, trained, strict=True)]
+    if len(by_seed) > 1:
+        rows.append((ENSEMBLE, [r for mine in by_seed for r in mine], [r for paid in trained for r in paid]))
+    return [
+        Span(
+            group,
+            name,
+            entry,
+            seed,
+            tuple(mine),
+            parent / f"{_tag(seed)}_{_digest([r.run_dir.name for r in mine])}",
+            tuple(paid),
+        )
+        for seed, mine, paid in rows
+    ]
+
+
+def _tag(seed: int | str) -> str:
+    return ENSEMBLE if seed == ENSEMBLE else f"seed{seed}"
+
+
+def _selection_spans(cfg: EvalConfig, runs: list[FoldRun], out: Path) -> tuple[list[Span], pd.DataFrame]:
+    """Each selection's spans, from the candidate chosen on valid per seed and fold (the fits are done)."""
+    spans: list[Span] = []
+    choices = []
+    for name, candidates in cfg.selections.items():
+        entries = {e.name: e for e in cfg.entries}
+        by_seed, trained = [], []
+        for seed in cfg.seeds:
+            mine = {c: {r.fold: r for r in runs if r.entry.name == c and r.seed == seed} for c in candidates}
+            valid = pd.DataFrame({c: {k: kept_valid_rank_ic(r.run_dir) for k, r in f.items()} for c, f in mine.items()})
+            valid = valid.sort_index()
+            chosen = choose_on_valid(valid, f"selection {name!r}, seed {seed}")
+            by_seed.append([mine[c][k] for k, c in chosen.items()])
+            trained.append([r for f in mine.values() for r in f.values()])
+            choices += [{"selection": name, "seed": seed, "fold": k, "chosen": c} for k, c in chosen.items()]
+        slug = ModelEntry(name, Path()).slug
+        spans += _spans("selection", name, entries[candidates[0]], by_seed, out / "spans" / slug, trained)
+    return spans, pd.DataFrame(choices, columns=["selection", "seed", "fold", "chosen"])
 
 
 def _select(folds: list[Segments], wanted: list[int] | None) -> list[int]:
@@ -196,9 +248,11 @@ def run_walk_forward(
     fit = [Task(r.name, run_workflow, _fit_kwargs(r), threads) for r in pending]
     run_all(executor, fit)
 
-    analysis = {s.entry.name: _span_workflow(s.entry, cfg, [folds[k] for k in selected], threads) for s in spans}
+    chosen_spans, choices = _selection_spans(cfg, runs, out)
+    spans += chosen_spans
+    analysis = {s.name: _span_workflow(s.entry, cfg, [folds[k] for k in selected], threads) for s in spans}
     todo = [s for s in spans if not span_finished(s.span_dir)]
-    run_all(executor, [_span_task(s, analysis[s.entry.name], threads) for s in todo])
+    run_all(executor, [_span_task(s, analysis[s.name], threads) for s in todo])
 
     results, series = _results(cfg, spans)
     atomic_write_text(tables_dir / "results.csv", results.to_csv(index=False))
@@ -206,9 +260,11 @@ def run_walk_forward(
         "rolling": {k: str(v) for k, v in vars(cfg.rolling).items()},
         "folds": [{"fold": k} | folds[k].to_config() for k in selected],
         "baseline": cfg.baseline_name,
+        "selections": {name: {"candidates": c} for name, c in cfg.selections.items()},
+        "chosen": choices.to_dict("records"),
     }
     atomic_write_text(tables_dir / "evaluate.json", json.dumps(described, indent=2, default=str))
-    tables = format_walk_forward_tables(results, described, _fold_rank_ic(series, folds, selected))
+    tables = format_walk_forward_tables(results, described, _fold_rank_ic(series, folds, selected), choices)
     atomic_write_text(tables_dir / "tables.md", tables)
     return tables
 
@@ -228,22 +284,22 @@ def _span_task(span: Span, analysis: dict[str, Any], threads: int) -> Task:
         "records": records,
     }
     log = span.span_dir.with_name(span.span_dir.name + ".log")  # beside: a rebuilt span folder starts empty
-    return Task(f"span {span.entry.name} {span.seed}", analyse_span, kwargs, threads, str(log))
+    return Task(f"span {span.name} {span.seed}", analyse_span, kwargs, threads, str(log))
 
 
 def _results(cfg: EvalConfig, spans: list[Span]) -> tuple[pd.DataFrame, dict[tuple[str, int | str], SpanSeries]]:
     """One row per span: its metrics, its significance against the baseline's span of the same seed."""
-    series = {(s.entry.name, s.seed): read_span_series(s.span_dir) for s in spans}
+    series = {(s.name, s.seed): read_span_series(s.span_dir) for s in spans}
     rows = []
     for s in spans:
-        baseline = None if s.entry.name == cfg.baseline_name else series.get((cfg.baseline_name, s.seed))
+        baseline = None if s.name == cfg.baseline_name else series.get((cfg.baseline_name, s.seed))
         metrics = latest_metrics(s.span_dir)
         rows.append(
-            {"group": s.group, "model": s.entry.name, "seed": str(s.seed), "span": str(s.span_dir)}
-            | {"folds": len({r.fold for r in s.runs}), "compute_s": sum(qrun_wall(r.run_dir) for r in s.runs)}
+            {"group": s.group, "model": s.name, "seed": str(s.seed), "span": str(s.span_dir)}
+            | {"folds": len({r.fold for r in s.runs}), "compute_s": sum(qrun_wall(r.run_dir) for r in s.trained)}
             | {"valid.RankIC": pd.Series([kept_valid_rank_ic(r.run_dir) for r in s.runs], dtype=float).mean()}
             | metrics.to_dict()
-            | compare(series[s.entry.name, s.seed], baseline)
+            | compare(series[s.name, s.seed], baseline)
         )
     return pd.DataFrame(rows), series
 
@@ -272,9 +328,12 @@ def _interval(row: pd.Series) -> str:
     return f"{row['diff.ASR']:.3f} [{row['diff.ASR.low']:.3f}, {row['diff.ASR.high']:.3f}]"
 
 
-def format_walk_forward_tables(results: pd.DataFrame, described: dict[str, Any], fold_rank_ic: pd.DataFrame) -> str:
+def format_walk_forward_tables(
+    results: pd.DataFrame, described: dict[str, Any], fold_rank_ic: pd.DataFrame, choices: pd.DataFrame | None = None
+) -> str:
     """Markdown: factor quality with t-stats and differences against the baseline, the TopK-Drop
-    portfolio over the span with the Sharpe difference interval, and RankIC per fold."""
+    portfolio over the span with the Sharpe difference interval, RankIC per fold, and what each
+    selection chose."""
     data, rolling = described["data"], described["rolling"]
     folds, baseline = described["folds"], described["baseline"]
     span = (folds[0]["test"][0], folds[-1]["test"][1])
@@ -326,4 +385,8 @@ def format_walk_forward_tables(results: pd.DataFrame, described: dict[str, Any],
     lines += ["| model | " + " | ".join(fold_rank_ic.columns) + " |", "|" + "---|" * (len(fold_rank_ic.columns) + 1)]
     for model, row in fold_rank_ic.iterrows():
         lines.append(f"| {model} | " + " | ".join(f"{v:.4f}" for v in row) + " |")
+    if choices is not None and len(choices):
+        candidates = {name: s["candidates"] for name, s in described["selections"].items()}
+        labels = {f["fold"]: f["test"][0] for f in folds}
+        lines += ["", *format_choices(choices, candidates, labels)]
     return "\n".join([*lines, ""])
