@@ -183,8 +183,8 @@ def _selection_spans(cfg: EvalConfig, runs: list[FoldRun], out: Path) -> tuple[l
     """Each selection's spans, from the candidate chosen on valid per seed and fold (the fits are done)."""
     spans: list[Span] = []
     choices = []
+    entries = {e.name: e for e in cfg.entries}
     for name, candidates in cfg.selections.items():
-        entries = {e.name: e for e in cfg.entries}
         by_seed, trained = [], []
         for seed in cfg.seeds:
             mine = {c: {r.fold: r for r in runs if r.entry.name == c and r.seed == seed} for c in candidates}
