@@ -41,10 +41,16 @@ __all__ = [
     "described_lines",
     "model_workflow",
     "run_folder",
+    "slug",
     "workflow_on_data",
 ]
 
 log = logging.getLogger(__name__)
+
+
+def slug(name: str) -> str:
+    """A row's folder name under ``runs/`` and ``spans/``: its name lower-cased, runs of other characters as ``_``."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,7 @@ class ModelEntry:
 
     @property
     def slug(self) -> str:
-        return re.sub(r"[^a-z0-9]+", "_", self.name.lower()).strip("_")
+        return slug(self.name)
 
 
 @dataclass(frozen=True)
@@ -108,7 +114,7 @@ class EvalConfig:
         names = [m.name for m in self.entries]
         slugs = {m.slug for m in self.entries}
         for name, candidates in self.selections.items():
-            if name in names or ModelEntry(name, Path()).slug in slugs:
+            if name in names or slug(name) in slugs:
                 raise ValueError(f"selections: {name!r} is already the name of a model or ablation.")
             if len(candidates) < 2 or len(set(candidates)) != len(candidates):
                 raise ValueError(f"selections: {name!r} needs at least two distinct candidates, got {candidates}.")

@@ -41,6 +41,7 @@ from storm_bt.pipelines.eval_config import (
     described_lines,
     model_workflow,
     run_folder,
+    slug,
 )
 from storm_bt.pipelines.selection import choose_on_valid, format_choices
 from storm_bt.pipelines.significance import SpanSeries, compare, method_note, read_span_series, seed_t
@@ -194,8 +195,7 @@ def _selection_spans(cfg: EvalConfig, runs: list[FoldRun], out: Path) -> tuple[l
             by_seed.append([mine[c][k] for k, c in chosen.items()])
             trained.append([r for f in mine.values() for r in f.values()])
             choices += [{"selection": name, "seed": seed, "fold": k, "chosen": c} for k, c in chosen.items()]
-        slug = ModelEntry(name, Path()).slug
-        spans += _spans("selection", name, entries[candidates[0]], by_seed, out / "spans" / slug, trained)
+        spans += _spans("selection", name, entries[candidates[0]], by_seed, out / "spans" / slug(name), trained)
     return spans, pd.DataFrame(choices, columns=["selection", "seed", "fold", "chosen"])
 
 
@@ -260,7 +260,7 @@ def run_walk_forward(
         "rolling": {k: str(v) for k, v in vars(cfg.rolling).items()},
         "folds": [{"fold": k} | folds[k].to_config() for k in selected],
         "baseline": cfg.baseline_name,
-        "selections": {name: {"candidates": c} for name, c in cfg.selections.items()},
+        "selections": cfg.selections,
         "chosen": choices.to_dict("records"),
     }
     atomic_write_text(tables_dir / "evaluate.json", json.dumps(described, indent=2, default=str))
@@ -386,7 +386,6 @@ def format_walk_forward_tables(
     for model, row in fold_rank_ic.iterrows():
         lines.append(f"| {model} | " + " | ".join(f"{v:.4f}" for v in row) + " |")
     if choices is not None and len(choices):
-        candidates = {name: s["candidates"] for name, s in described["selections"].items()}
         labels = {f["fold"]: f["test"][0] for f in folds}
-        lines += ["", *format_choices(choices, candidates, labels)]
+        lines += ["", *format_choices(choices, described["selections"], labels)]
     return "\n".join([*lines, ""])
