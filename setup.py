@@ -42,8 +42,8 @@ setup(
         "ray>=2.9",  # runs spread over a cluster (storm-bt evaluate --executor ray)
     ],
     extras_require={
-        "test": ["pytest>=8.0", "responses>=0.25", "hypothesis>=6.100"],
-        "dev": ["pytest>=8.0", "responses>=0.25", "hypothesis>=6.100", "ruff>=0.6", "tox>=4.0"],
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "responses>=0.25", "hypothesis>=6.100"],
+        "dev": ["pytest>=8.0", "pytest-xdist>=3.5", "responses>=0.25", "hypothesis>=6.100", "ruff>=0.6", "tox>=4.0"],
     },
     entry_points={"console_scripts": ["storm-bt=storm_bt.cli:main"]},
 )
