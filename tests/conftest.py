@@ -12,6 +12,7 @@ from storm_bt.data.testing import shared_data_dir
 SMALL_MARKET = SyntheticMarketConfig(n_stocks=12, n_days=300, seed=7)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Keep tests that share a costly fixture on one pytest-xdist worker (``--dist loadgroup``).
 
