@@ -12,19 +12,6 @@ from storm_bt.data.testing import shared_data_dir
 SMALL_MARKET = SyntheticMarketConfig(n_stocks=12, n_days=300, seed=7)
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Keep tests that share a costly fixture on one pytest-xdist worker (``--dist loadgroup``).
-
-    The quickstart's users run together: they must see one quickstart folder, built once, and some
-    of them rerun or copy it. Every other module's tests run together, so a module-scoped fixture
-    is built once.
-    """
-    for item in items:
-        group = "quickstart" if "quickstart_first" in item.fixturenames else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     path = shared_data_dir()
