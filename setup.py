@@ -2,6 +2,8 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
+TEST_REQUIRES = ["pytest>=8.0", "pytest-xdist>=3.5", "responses>=0.25", "hypothesis>=6.100"]
+
 setup(
     name="storm_bt",
     version="0.1.0",
@@ -42,8 +44,8 @@ setup(
         "ray>=2.9",  # runs spread over a cluster (storm-bt evaluate --executor ray)
     ],
     extras_require={
-        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "responses>=0.25", "hypothesis>=6.100"],
-        "dev": ["pytest>=8.0", "pytest-xdist>=3.5", "responses>=0.25", "hypothesis>=6.100", "ruff>=0.6", "tox>=4.0"],
+        "test": TEST_REQUIRES,
+        "dev": [*TEST_REQUIRES, "ruff>=0.6", "tox>=4.0"],
     },
     entry_points={"console_scripts": ["storm-bt=storm_bt.cli:main"]},
 )
