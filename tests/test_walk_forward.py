@@ -20,9 +20,9 @@ from storm_bt.data.csv_source import load_csv_dir
 from storm_bt.data.provider import read_calendar, write_provider
 from storm_bt.data.synthetic import SyntheticMarketConfig, write_market_csvs
 from storm_bt.model.trainer import BEST, HISTORY
-from storm_bt.pipelines.eval_config import EvalConfig
+from storm_bt.pipelines.eval_config import EvalConfig, Selection
 from storm_bt.pipelines.report import write_report
-from storm_bt.pipelines.selection import choose_on_valid
+from storm_bt.pipelines.selection import choose_on_past_folds, choose_on_valid
 from storm_bt.pipelines.significance import read_span_series
 from storm_bt.pipelines.walk_forward import format_walk_forward_tables
 from storm_bt.workflows.prepared import prepare_handler
@@ -173,6 +173,20 @@ def test_choosing_on_valid_takes_the_best_candidate_per_fold_and_refuses_an_unde
         choose_on_valid(pd.DataFrame({"a": [0.01, np.nan], "b": [0.0, np.nan]}), "here")
 
 
+def test_choosing_on_past_folds_reads_only_the_record_known_before_each_fold():
+    days = pd.bdate_range("2020-01-01", periods=6)
+    record = pd.DataFrame({"a": [0.02, 0.02, 0.0, 0.0, 0.1, 0.1], "b": [0.0, 0.0, 0.05, 0.05, 0.0, np.nan]}, days)
+    cutoffs = pd.Series({0: days[0] - pd.Timedelta(days=1), 1: days[1], 2: days[3], "after": days[5]})
+    chosen = choose_on_past_folds(record, cutoffs)
+    # no record yet: the first listed; then a leads (0.02 vs 0); then b (0.025 vs 0.01); at the end a
+    # (day 6 counts for neither: b has no value there, and candidates are compared on the same days)
+    assert chosen.tolist() == ["a", "a", "b", "a"]
+    future = record.copy()
+    future.loc[days[4] :] = [[-1.0, 1.0], [-1.0, 1.0]]  # what later days bring never moves an earlier choice
+    assert choose_on_past_folds(future, cutoffs).iloc[:3].tolist() == chosen.iloc[:3].tolist()
+    assert choose_on_past_folds(future, cutoffs)["after"] == "b"
+
+
 def test_a_selection_stitches_the_run_chosen_on_valid_in_each_fold_and_is_tested_like_a_model(
     market, walk_forward, tmp_path
 ):
@@ -209,6 +223,34 @@ def test_a_selection_stitches_the_run_chosen_on_valid_in_each_fold_and_is_tested
     assert "| LightGBM | 0 | 1 |" in tables and "| Shuffled labels | 1 | 0 |" in tables
     chosen_log = json.loads((copy / "evaluate.json").read_text())["chosen"]
     assert [c["chosen"] for c in chosen_log] == ["Shuffled labels", "LightGBM"]
+
+
+def test_a_past_folds_selection_takes_the_first_candidate_then_the_better_record(market, walk_forward, tmp_path):
+    _, provider = market
+    config, out = walk_forward
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    rule = {"candidates": ["Shuffled labels", "LightGBM"], "rule": "past_folds"}
+    raw = json.loads(config.read_text()) | {"selections": {"Chosen on the record": rule}}
+    path = tmp_path / "evaluate.yaml"
+    path.write_text(json.dumps(raw))
+    done = _evaluate(path, copy, "--jobs", "1", "--threads", "1")
+    assert "4 runs (4 finished before), 0 fold handlers to prepare" in done.stderr
+
+    results = pd.read_csv(copy / "results.csv").set_index("model")
+    daily = {name: read_span_series(results.loc[name, "span"]).rank_ic for name in results.index}
+    folds = rolling_folds(RollingSpec.from_dict(_rolling(provider)), read_calendar(provider))
+    known = slice(None, folds[1].valid[1])  # fold 1 may read fold 0's days whose labels are known by then
+    assert daily["LightGBM"].loc[known].mean() > daily["Shuffled labels"].loc[known].mean()
+    expected = pd.concat([daily["Shuffled labels"].loc[: folds[0].test[1]], daily["LightGBM"].loc[folds[1].test[0] :]])
+    pd.testing.assert_series_equal(daily["Chosen on the record"], expected, check_names=False)
+    assert results.loc["Chosen on the record", "group"] == "selection"
+    tables = (copy / "tables.md").read_text()
+    assert "| Shuffled labels | 1 | 0 |" in tables and "| LightGBM | 0 | 1 |" in tables
+    assert "Recommended after the record (chosen on all of it): LightGBM (1 of 1 seed(s))." in tables
+    described = json.loads((copy / "evaluate.json").read_text())
+    assert described["recommended"] == [{"selection": "Chosen on the record", "seed": 0, "chosen": "LightGBM"}]
+    assert described["selections"] == {"Chosen on the record": rule}
 
 
 def test_processors_fit_per_fold_ignore_prices_after_the_folds_train_end(market, tmp_path):
@@ -264,6 +306,9 @@ def test_ensemble_is_the_mean_of_cross_sectionally_standardised_scores():
         ({"selections": {"lightgbm": ["LightGBM", "LightGBM"]}}, "'lightgbm' is already the name of a model"),
         ({"selections": ["LightGBM"]}, "selections must map a name to a list"),
         ({"rolling": None, "selections": {"Chosen": ["LightGBM", "L2"]}}, "they need a rolling: block"),
+        ({"selections": {"Chosen": {"candidates": ["LightGBM", "L2"], "rule": "test"}}}, "Chosen: rule must be one of"),
+        ({"selections": {"Chosen": {"candidates": ["LightGBM", "L2"], "on": "valid"}}}, r"unknown keys \['on'\]"),
+        ({"selections": {"Chosen": {"candidates": "LightGBM"}}}, "'Chosen' must be a list of candidate model names"),
     ],
 )
 def test_bad_rolling_configs_are_refused_naming_the_key(extra, message):
@@ -299,7 +344,8 @@ def test_a_selection_named_in_models_brings_its_candidates_and_is_dropped_otherw
     raw = {"models": models, "rolling": {"first_test": "2012-01-01"}, "selections": {"Chosen": ["LightGBM", "L2"]}}
     cfg = EvalConfig.from_dict(raw, base=EXPERIMENTS)
     chosen = cfg.subset(models=["Chosen"])
-    assert [m.name for m in chosen.models] == ["LightGBM", "L2"] and chosen.selections == {"Chosen": ["LightGBM", "L2"]}
+    assert [m.name for m in chosen.models] == ["LightGBM", "L2"]
+    assert chosen.selections == {"Chosen": Selection(["LightGBM", "L2"], "valid")}
     assert cfg.subset(models=["LightGBM", "L2"]).selections == {}  # rows are what --models names
     assert cfg.subset().selections == cfg.selections
 

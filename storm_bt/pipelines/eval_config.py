@@ -4,7 +4,8 @@ The YAML names the models (Qlib workflows: STORM and the baselines), the ablatio
 workflows), the seeds, optionally the data to run them all on (provider, universe, benchmark and
 dates; by default each workflow's own), optionally a ``rolling:`` block (walk-forward folds, see
 :mod:`storm_bt.workflows.rolling`) with the ``baseline`` every model is tested against and
-``selections`` chosen among on each fold's valid segment (:mod:`storm_bt.pipelines.selection`), and
+``selections`` chosen among per fold, on its valid segment or on the earlier folds' out-of-sample
+record (:mod:`storm_bt.pipelines.selection`), and
 optionally a trading experiment whose agents read the factors of the first seed of one STORM run.
 """
 
@@ -35,8 +36,10 @@ from storm_bt.workflows.rolling import RollingSpec
 from storm_bt.workflows.segments import Segments
 
 __all__ = [
+    "SELECTION_RULES",
     "EvalConfig",
     "ModelEntry",
+    "Selection",
     "describe",
     "described_lines",
     "model_workflow",
@@ -66,6 +69,23 @@ class ModelEntry:
         return slug(self.name)
 
 
+SELECTION_RULES = ("valid", "past_folds")
+"""What a selection chooses on: each candidate run's valid Rank IC, or the candidate's Rank IC over
+the test periods of the earlier folds (see :mod:`storm_bt.pipelines.selection`)."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A row stitched per seed and fold from one of ``candidates``, chosen by ``rule``."""
+
+    candidates: list[str]
+    rule: str = "valid"
+
+    def __post_init__(self) -> None:
+        if self.rule not in SELECTION_RULES:
+            raise ValueError(f"rule must be one of {list(SELECTION_RULES)}, got {self.rule!r}.")
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """Models, ablations, seeds, the data they run on, the walk-forward folds, the trading experiment."""
@@ -77,7 +97,7 @@ class EvalConfig:
     rolling: RollingSpec | None = None
     baseline: str | None = None  # the model every other is tested against; default: the first baseline
     trading: dict[str, str] | None = None  # {config: TRADING.yaml, factors_from: MODEL NAME}
-    selections: dict[str, list[str]] = field(default_factory=dict)  # name -> candidates chosen among on valid
+    selections: dict[str, Selection] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.models or not self.seeds:
@@ -113,7 +133,8 @@ class EvalConfig:
             raise ValueError("selections: choose a candidate per fold; they need a rolling: block.")
         names = [m.name for m in self.entries]
         slugs = {m.slug for m in self.entries}
-        for name, candidates in self.selections.items():
+        for name, selection in self.selections.items():
+            candidates = selection.candidates
             if name in names or slug(name) in slugs:
                 raise ValueError(f"selections: {name!r} is already the name of a model or ablation.")
             if len(candidates) < 2 or len(set(candidates)) != len(candidates):
@@ -145,7 +166,7 @@ class EvalConfig:
             if seed not in self.seeds:
                 raise ValueError(f"--seeds: {seed} is not in the config's seeds {self.seeds}.")
         selections = {k: v for k, v in self.selections.items() if models is None or k in models}
-        keep = set(models or known) - set(self.selections) | {c for v in selections.values() for c in v}
+        keep = set(models or known) - set(self.selections) | {c for v in selections.values() for c in v.candidates}
         kept = [m for m in self.models if m.name in keep]
         if not kept:
             raise ValueError("--models: keep at least one of the models (not only ablations).")
@@ -205,12 +226,27 @@ class EvalConfig:
         )
 
 
-def _selections(raw: Any) -> dict[str, list[str]]:
+def _selections(raw: Any) -> dict[str, Selection]:
+    """``name: [candidates]`` (chosen on valid) or ``name: {candidates: [...], rule: past_folds}``."""
     if raw is None:
         return {}
-    if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
+    if not isinstance(raw, dict):
         raise ValueError(f"selections must map a name to a list of candidate model names, got {raw!r}.")
-    return {str(name): [str(c) for c in candidates] for name, candidates in raw.items()}
+    out = {}
+    for name, spec in raw.items():
+        spec = {"candidates": spec} if isinstance(spec, list) else spec
+        if isinstance(spec, dict):
+            check_keys(spec, {"candidates", "rule"}, required={"candidates"}, where=f"selections.{name}")
+        if not isinstance(spec, dict) or not isinstance(spec["candidates"], list):
+            raise ValueError(
+                f"selections: {name!r} must be a list of candidate model names, or a mapping with candidates: "
+                f"[...] and rule: one of {list(SELECTION_RULES)}; got {spec!r}."
+            )
+        try:
+            out[str(name)] = Selection([str(c) for c in spec["candidates"]], str(spec.get("rule", "valid")))
+        except ValueError as e:
+            raise ValueError(f"selections.{name}: {e}") from e
+    return out
 
 
 def workflow_on_data(config: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:

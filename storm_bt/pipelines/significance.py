@@ -18,7 +18,16 @@ from statsmodels.stats.weightstats import DescrStatsW
 from storm_bt.metrics import daily_rank_ic, mean_test, newey_west_lags, sharpe_difference_interval
 from storm_bt.workflows.runs import load_artifacts
 
-__all__ = ["BOOTSTRAP", "SIGNIFICANCE_COLUMNS", "SpanSeries", "compare", "method_note", "read_span_series", "seed_t"]
+__all__ = [
+    "BOOTSTRAP",
+    "SIGNIFICANCE_COLUMNS",
+    "SpanSeries",
+    "compare",
+    "method_note",
+    "read_rank_ic",
+    "read_span_series",
+    "seed_t",
+]
 
 BOOTSTRAP = {"block": 20, "reps": 2000, "level": 0.95, "seed": 0}
 """Stationary bootstrap of the Sharpe difference: mean block length (sessions), resamples, level, seed."""
@@ -43,6 +52,12 @@ class SpanSeries:
 
     rank_ic: pd.Series  # Spearman correlation of score and label across stocks, per day
     net_returns: pd.Series  # the TopK-Drop portfolio's daily return net of costs
+
+
+def read_rank_ic(run_dir: str | Path) -> pd.Series:
+    """Daily RankIC of the predictions a qrun run recorded (a fold run, or a span), on its label."""
+    _, art = load_artifacts(run_dir, ("pred.pkl", "label.pkl"))
+    return daily_rank_ic(art["pred.pkl"].iloc[:, 0], art["label.pkl"].iloc[:, 0]).dropna()
 
 
 def read_span_series(span_dir: str | Path) -> SpanSeries:

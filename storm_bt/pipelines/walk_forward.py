@@ -12,8 +12,9 @@ Three stages, each a list of independent tasks for the executor; whatever finish
    ``spans/<model>/<seed|ensemble>_<digest>/``, a folder ``storm-bt report`` reads like a qrun run.
 
 A ``selections:`` entry adds rows stitched from the fold runs its candidates trained, choosing per
-seed and fold on the valid segment (:mod:`storm_bt.pipelines.selection`). Then ``results.csv`` (one
-row per model and seed or ensemble: metrics, significance, compute seconds), ``tables.md`` and
+seed and fold on the valid segment or on the earlier folds' record, and naming the candidate the
+whole record recommends next (:mod:`storm_bt.pipelines.selection`). Then ``results.csv`` (one row
+per model and seed or ensemble: metrics, significance, compute seconds), ``tables.md`` and
 ``evaluate.json``.
 """
 
@@ -43,8 +44,8 @@ from storm_bt.pipelines.eval_config import (
     run_folder,
     slug,
 )
-from storm_bt.pipelines.selection import choose_on_valid, format_choices
-from storm_bt.pipelines.significance import SpanSeries, compare, method_note, read_span_series, seed_t
+from storm_bt.pipelines.selection import choose_on_past_folds, choose_on_valid, format_choices
+from storm_bt.pipelines.significance import SpanSeries, compare, method_note, read_rank_ic, read_span_series, seed_t
 from storm_bt.pipelines.tables import mean_std
 from storm_bt.workflows.prepared import handler_key, prepare_handler, with_prepared_handler
 from storm_bt.workflows.qrun import (
@@ -180,23 +181,44 @@ def _tag(seed: int | str) -> str:
     return ENSEMBLE if seed == ENSEMBLE else f"seed{seed}"
 
 
-def _selection_spans(cfg: EvalConfig, runs: list[FoldRun], out: Path) -> tuple[list[Span], pd.DataFrame]:
-    """Each selection's spans, from the candidate chosen on valid per seed and fold (the fits are done)."""
+def _selection_spans(
+    cfg: EvalConfig, runs: list[FoldRun], folds: list[Segments], out: Path
+) -> tuple[list[Span], pd.DataFrame, pd.DataFrame]:
+    """Each selection's spans, from the candidate chosen per seed and fold (the fits are done); the
+    choices per seed and fold; and per seed what a past-folds selection recommends after the record."""
     spans: list[Span] = []
-    choices = []
+    choices, recommended = [], []
     entries = {e.name: e for e in cfg.entries}
-    for name, candidates in cfg.selections.items():
+    for name, selection in cfg.selections.items():
         by_seed, trained = [], []
         for seed in cfg.seeds:
-            mine = {c: {r.fold: r for r in runs if r.entry.name == c and r.seed == seed} for c in candidates}
-            valid = pd.DataFrame({c: {k: kept_valid_rank_ic(r.run_dir) for k, r in f.items()} for c, f in mine.items()})
-            valid = valid.sort_index()
-            chosen = choose_on_valid(valid, f"selection {name!r}, seed {seed}")
+            mine = {c: {r.fold: r for r in runs if r.entry.name == c and r.seed == seed} for c in selection.candidates}
+            if selection.rule == "valid":
+                valid = {c: {k: kept_valid_rank_ic(r.run_dir) for k, r in f.items()} for c, f in mine.items()}
+                chosen = choose_on_valid(pd.DataFrame(valid).sort_index(), f"selection {name!r}, seed {seed}")
+            else:
+                chosen, after = _choose_on_past_folds(mine, folds)
+                recommended.append({"selection": name, "seed": seed, "chosen": after})
             by_seed.append([mine[c][k] for k, c in chosen.items()])
             trained.append([r for f in mine.values() for r in f.values()])
             choices += [{"selection": name, "seed": seed, "fold": k, "chosen": c} for k, c in chosen.items()]
-        spans += _spans("selection", name, entries[candidates[0]], by_seed, out / "spans" / slug(name), trained)
-    return spans, pd.DataFrame(choices, columns=["selection", "seed", "fold", "chosen"])
+        first = entries[selection.candidates[0]]
+        spans += _spans("selection", name, first, by_seed, out / "spans" / slug(name), trained)
+    columns = ["selection", "seed", "fold", "chosen"]
+    return spans, pd.DataFrame(choices, columns=columns), pd.DataFrame(recommended, columns=columns[:2] + columns[3:])
+
+
+def _choose_on_past_folds(runs: dict[str, dict[int, FoldRun]], folds: list[Segments]) -> tuple[pd.Series, str]:
+    """Per fold run, the candidate with the best record before it (cut at the end of the fold's valid
+    segment, the last day whose label is known when its test period starts); and the choice on the
+    whole record, the candidate it recommends for what comes after."""
+    daily = pd.DataFrame(
+        {c: pd.concat([read_rank_ic(r.run_dir) for _, r in sorted(f.items())]) for c, f in runs.items()}
+    )
+    selected = sorted(next(iter(runs.values())))
+    cutoffs = pd.Series({k: folds[k].valid[1] for k in selected} | {"after": daily.index.max()})
+    chosen = choose_on_past_folds(daily, cutoffs)
+    return chosen.drop("after"), chosen["after"]
 
 
 def _select(folds: list[Segments], wanted: list[int] | None) -> list[int]:
@@ -248,7 +270,7 @@ def run_walk_forward(
     fit = [Task(r.name, run_workflow, _fit_kwargs(r), threads) for r in pending]
     run_all(executor, fit)
 
-    chosen_spans, choices = _selection_spans(cfg, runs, out)
+    chosen_spans, choices, recommended = _selection_spans(cfg, runs, folds, out)
     spans += chosen_spans
     analysis = {s.name: _span_workflow(s.entry, cfg, [folds[k] for k in selected], threads) for s in spans}
     todo = [s for s in spans if not span_finished(s.span_dir)]
@@ -260,8 +282,9 @@ def run_walk_forward(
         "rolling": {k: str(v) for k, v in vars(cfg.rolling).items()},
         "folds": [{"fold": k} | folds[k].to_config() for k in selected],
         "baseline": cfg.baseline_name,
-        "selections": cfg.selections,
+        "selections": {name: vars(selection) for name, selection in cfg.selections.items()},
         "chosen": choices.to_dict("records"),
+        "recommended": recommended.to_dict("records"),
     }
     atomic_write_text(tables_dir / "evaluate.json", json.dumps(described, indent=2, default=str))
     tables = format_walk_forward_tables(results, described, _fold_rank_ic(series, folds, selected), choices)
@@ -387,5 +410,7 @@ def format_walk_forward_tables(
         lines.append(f"| {model} | " + " | ".join(f"{v:.4f}" for v in row) + " |")
     if choices is not None and len(choices):
         labels = {f["fold"]: f["test"][0] for f in folds}
-        lines += ["", *format_choices(choices, described["selections"], labels)]
+        candidates = {name: s["candidates"] for name, s in described["selections"].items()}
+        recommended = pd.DataFrame(described.get("recommended", []), columns=["selection", "seed", "chosen"])
+        lines += ["", *format_choices(choices, candidates, labels, recommended)]
     return "\n".join([*lines, ""])
