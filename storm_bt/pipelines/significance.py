@@ -57,17 +57,18 @@ class SpanSeries:
 def read_rank_ic(run_dir: str | Path) -> pd.Series:
     """Daily RankIC of the predictions a qrun run recorded (a fold run, or a span), on its label."""
     _, art = load_artifacts(run_dir, ("pred.pkl", "label.pkl"))
-    return daily_rank_ic(art["pred.pkl"].iloc[:, 0], art["label.pkl"].iloc[:, 0]).dropna()
+    return _recorded_rank_ic(art)
 
 
 def read_span_series(span_dir: str | Path) -> SpanSeries:
     """Daily RankIC and net portfolio returns of an analysed span (read from its mlflow store)."""
     _, art = load_artifacts(span_dir, ("pred.pkl", "label.pkl", REPORT))
     report = art[REPORT]
-    return SpanSeries(
-        daily_rank_ic(art["pred.pkl"].iloc[:, 0], art["label.pkl"].iloc[:, 0]).dropna(),
-        report["return"] - report["cost"],
-    )
+    return SpanSeries(_recorded_rank_ic(art), report["return"] - report["cost"])
+
+
+def _recorded_rank_ic(artifacts: dict[str, pd.DataFrame]) -> pd.Series:
+    return daily_rank_ic(artifacts["pred.pkl"].iloc[:, 0], artifacts["label.pkl"].iloc[:, 0]).dropna()
 
 
 def compare(model: SpanSeries, baseline: SpanSeries | None) -> dict[str, float]:

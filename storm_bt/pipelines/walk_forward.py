@@ -70,6 +70,8 @@ log = logging.getLogger(__name__)
 
 FOLD_RECORDS = ("SignalRecord", "SigAnaRecord")  # per fold: its predictions and its own IC
 ENSEMBLE = "ensemble"
+CHOICE_COLUMNS = ["selection", "seed", "fold", "chosen"]  # one selection's choice for one seed and fold
+RECOMMENDED_COLUMNS = ["selection", "seed", "chosen"]  # a past-folds selection's choice after the record
 
 
 @dataclass(frozen=True)
@@ -204,8 +206,7 @@ def _selection_spans(
             choices += [{"selection": name, "seed": seed, "fold": k, "chosen": c} for k, c in chosen.items()]
         first = entries[selection.candidates[0]]
         spans += _spans("selection", name, first, by_seed, out / "spans" / slug(name), trained)
-    columns = ["selection", "seed", "fold", "chosen"]
-    return spans, pd.DataFrame(choices, columns=columns), pd.DataFrame(recommended, columns=columns[:2] + columns[3:])
+    return spans, pd.DataFrame(choices, columns=CHOICE_COLUMNS), pd.DataFrame(recommended, columns=RECOMMENDED_COLUMNS)
 
 
 def _choose_on_past_folds(runs: dict[str, dict[int, FoldRun]], folds: list[Segments]) -> tuple[pd.Series, str]:
@@ -215,10 +216,9 @@ def _choose_on_past_folds(runs: dict[str, dict[int, FoldRun]], folds: list[Segme
     daily = pd.DataFrame(
         {c: pd.concat([read_rank_ic(r.run_dir) for _, r in sorted(f.items())]) for c, f in runs.items()}
     )
-    selected = sorted(next(iter(runs.values())))
-    cutoffs = pd.Series({k: folds[k].valid[1] for k in selected} | {"after": daily.index.max()})
-    chosen = choose_on_past_folds(daily, cutoffs)
-    return chosen.drop("after"), chosen["after"]
+    cutoffs = pd.Series({k: folds[k].valid[1] for k in sorted(next(iter(runs.values())))})
+    after = choose_on_past_folds(daily, pd.Series({"after": daily.index.max()}))
+    return choose_on_past_folds(daily, cutoffs), after["after"]
 
 
 def _select(folds: list[Segments], wanted: list[int] | None) -> list[int]:
@@ -411,6 +411,6 @@ def format_walk_forward_tables(
     if choices is not None and len(choices):
         labels = {f["fold"]: f["test"][0] for f in folds}
         candidates = {name: s["candidates"] for name, s in described["selections"].items()}
-        recommended = pd.DataFrame(described.get("recommended", []), columns=["selection", "seed", "chosen"])
+        recommended = pd.DataFrame(described.get("recommended", []), columns=RECOMMENDED_COLUMNS)
         lines += ["", *format_choices(choices, candidates, labels, recommended)]
     return "\n".join([*lines, ""])
