@@ -1,7 +1,9 @@
-"""StormModel inside Qlib on the synthetic market: learns the planted signal, pickles, runs under qrun."""
+"""StormModel inside Qlib on the synthetic market: learns the planted signal, pickles, runs under qrun,
+refits on train and valid (as does the LightGBM baseline it is judged against)."""
 
 from __future__ import annotations
 
+import json
 import pickle
 import subprocess
 import sys
@@ -11,8 +13,11 @@ import pandas as pd
 import pytest
 import torch
 from helpers import qlib_features
+from qlib.contrib.model.gbdt import LGBModel
 from qlib.data.dataset import DatasetH
+from qlib.workflow import R
 
+from storm_bt.baselines import RefitLGBModel
 from storm_bt.data.provider import read_calendar, write_provider
 from storm_bt.data.synthetic import SyntheticMarketConfig, make_market
 from storm_bt.metrics import rank_ic_summary
@@ -213,3 +218,40 @@ def test_a_model_pickled_before_members_existed_still_predicts(fitted, dataset):
 def test_members_must_be_a_whole_number_of_at_least_one():
     with pytest.raises(ValueError, match=r"members must be a whole number of at least 1, got 0"):
         StormModel(**{**TRAINING, "members": 0})
+
+
+def test_a_refit_trains_again_on_train_and_valid_for_the_epochs_chosen_on_valid(dataset, provider, tmp_path):
+    _, seg = provider
+    short = {**TRAINING, "epochs": 3, "patience": 3}
+    chosen = StormModel(**short).fit(dataset)
+    refit = StormModel(**{**short, "refit": True, "run_dir": str(tmp_path / "run")}).fit(dataset)
+    assert refit.result.best_epoch == chosen.result.best_epoch  # the first fit is the plain one
+    history = json.loads((tmp_path / "run" / "refit" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(1, chosen.result.best_epoch + 1))
+    trained_on = json.loads(torch.load(tmp_path / "run" / "refit" / "last.pt", weights_only=True)["fingerprint"])
+    first, last, _ = trained_on["data"]["train"]
+    valid_days = dataset.prepare("valid", col_set="label").index.get_level_values("datetime")
+    assert (pd.Timestamp(first), pd.Timestamp(last)) == (seg.train[0], valid_days.max())  # valid learnt, test not
+    pred, plain = refit.predict(dataset, "test"), chosen.predict(dataset, "test")
+    assert pred.index.equals(plain.index) and not np.allclose(pred, plain)
+    assert _test_rank_ic(refit, dataset) > 0.1
+
+
+def test_refit_must_be_true_or_false():
+    with pytest.raises(ValueError, match=r"refit must be true or false, got 'yes'"):
+        StormModel(**{**TRAINING, "refit": "yes"})
+
+
+def test_lightgbm_refit_boosts_train_and_valid_for_the_rounds_chosen_on_valid(dataset, tmp_path):
+    params = {"num_leaves": 8, "min_data_in_leaf": 20, "num_boost_round": 300, "early_stopping_rounds": 10}
+    params |= {"num_threads": 1, "seed": 0, "verbosity": -1}
+    with R.start(experiment_name="refit", uri=f"sqlite:///{tmp_path / 'mlruns.db'}"):
+        plain, refit = LGBModel(**params), RefitLGBModel(**params)
+        plain.fit(dataset)
+        refit.fit(dataset)
+    rounds = plain.model.best_iteration
+    assert 0 < rounds < params["num_boost_round"]
+    assert refit.model.num_trees() == rounds
+    pred, label = refit.predict(dataset, "test"), dataset.prepare("test", col_set="label", data_key="raw").iloc[:, 0]
+    assert not np.allclose(pred, plain.predict(dataset, "test"))
+    assert rank_ic_summary(pred, label)["RankIC"] > 0.1

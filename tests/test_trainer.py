@@ -207,6 +207,32 @@ def test_without_selection_every_epoch_runs_and_the_last_is_kept(planted, monkey
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_a_run_stopped_at_an_epoch_follows_the_full_schedule_and_validates_nothing(planted, monkeypatch):
+    """A refit's run: epoch 2 of a 3-epoch schedule, no valid windows; the same weights as the epoch a
+    full run keeps when its valid RankIC peaks at epoch 2, and not those of a 2-epoch schedule."""
+    train, valid = planted
+    peaked = iter([0.1, 0.3, 0.2])
+    monkeypatch.setattr(trainer_module, "rank_ic_of", lambda scores, data: {"RankIC": next(peaked), "RankICIR": 0.0})
+    full = TrainConfig(**{**FAST.__dict__, "epochs": 3, "patience": 5})
+    chosen, result = Trainer(CFG, full).fit(train, valid)
+    assert result.best_epoch == 2 and result.epochs_run == 3
+    stopped, refit = Trainer(CFG, TrainConfig(**{**full.__dict__, "stop_epoch": 2})).fit(train, None)
+    assert (refit.best_epoch, refit.epochs_run) == (2, 2)
+    assert all(np.isnan(h["valid_RankIC"]) for h in refit.history)
+    assert [h["loss"] for h in refit.history] == [h["loss"] for h in result.history[:2]]
+    for a, b in zip(stopped.state_dict().values(), chosen.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    peaked = iter([0.1, 0.3])
+    short, _ = Trainer(CFG, TrainConfig(**{**full.__dict__, "epochs": 2})).fit(train, valid)
+    pairs = zip(short.state_dict().values(), stopped.state_dict().values(), strict=True)
+    assert not all(torch.equal(a, b) for a, b in pairs)
+
+
+def test_a_run_without_valid_windows_must_stop_at_an_epoch(planted):
+    with pytest.raises(ValueError, match=r"only a run with TrainConfig\.stop_epoch needs none"):
+        Trainer(CFG, FAST).fit(planted[0], None)
+
+
 class Interrupted(Exception):
     pass
 
@@ -512,6 +538,8 @@ def test_deterministic_kernels_restore_the_callers_setting(planted):
         ({"select_on_valid": "no"}, "TrainConfig.select_on_valid must be true or false, got 'no'"),
         ({"activation_checkpointing": 1}, "TrainConfig.activation_checkpointing must be true or false, got 1"),
         ({"torch_compile": "yes"}, "TrainConfig.torch_compile must be true or false, got 'yes'"),
+        ({"epochs": 3, "stop_epoch": 4}, r"TrainConfig.stop_epoch must be an epoch .* \(1..3\), got 4"),
+        ({"pretrain_epochs": 2, "stop_epoch": 1}, r"within the schedule \(3..32\), got 1"),
     ],
 )
 def test_bad_training_settings_are_named(kwargs, message):

@@ -47,6 +47,10 @@ class WindowModel(Model):
         moves with its seed about as much as between model variants, and the mean of several is
         steadier (issue 12's walk-forward); the cost is ``members`` trainings. Each member keeps its
         checkpoints in ``run_dir/member<k>``; factors are exported from member 0.
+    :param refit: after the epoch is chosen on valid, train each network again from its seed on the
+        train and valid segments together, for that many epochs of the same schedule, and score with
+        those weights: the year nearest the test is then learnt from instead of only validated on
+        (twice the training; the refit's checkpoints are in ``<run_dir>/refit``).
     :param train_kwargs: fields of :class:`TrainConfig` (``epochs``, ``lr``, ``seed``, ...).
     """
 
@@ -57,8 +61,11 @@ class WindowModel(Model):
         run_dir: str | None = None,
         resume: bool = True,
         members: int = 1,
+        refit: bool = False,
         **train_kwargs: Any,
     ) -> None:
+        if not isinstance(refit, bool):
+            raise ValueError(f"{type(self).__name__}: refit must be true or false, got {refit!r}.")
         if isinstance(members, bool) or not isinstance(members, int) or members < 1:
             raise ValueError(f"{type(self).__name__}: members must be a whole number of at least 1, got {members!r}.")
         known = {f.name for f in fields(TrainConfig)}
@@ -77,16 +84,18 @@ class WindowModel(Model):
         self.run_dir = run_dir
         self.resume = resume
         self.members = members
+        self.refit = refit
         self.networks: list[torch.nn.Module] = []
         self.results: list[TrainResult] = []
         self.instruments: list[str] | None = None
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Runs saved before ``members`` existed hold their one network as ``model``: still readable."""
+        """Runs saved before ``members`` existed hold their one network as ``model``, and before ``refit``
+        existed did not refit: still readable."""
+        state = {"refit": False, **state}
         if "networks" in state:
             self.__dict__.update(state)
             return
-        state = dict(state)
         network, result = state.pop("model", None), state.pop("result", None)
         state["members"] = 1
         state["networks"] = [] if network is None else [network]
@@ -123,12 +132,18 @@ class WindowModel(Model):
             cfg.window,
         )
         data_signature = training_signature(train, valid)
+        both = WindowDataset.labelled(panel, cfg.window, train_start, valid_end) if self.refit else None
         self.networks, self.results = [], []
         for k in range(self.members):
             train_config = replace(self.train_config, seed=self.member_seed(k))
             run_dir = self.run_dir if self.members == 1 or self.run_dir is None else f"{self.run_dir}/member{k}"
             trainer = Trainer(cfg, train_config, run_dir, data_signature, network=self.network)
             network, result = trainer.fit(train, valid, resume=self.resume)
+            if both is not None:
+                refit_config = replace(train_config, stop_epoch=result.best_epoch)
+                refit_dir = None if run_dir is None else f"{run_dir}/refit"
+                refitter = Trainer(cfg, refit_config, refit_dir, training_signature(both, None), network=self.network)
+                network, _ = refitter.fit(both, None, resume=self.resume)
             self.networks.append(network.cpu())
             self.results.append(result)
         self.instruments = list(panel.instruments)
@@ -208,12 +223,13 @@ class StormModel(WindowModel):
         run_dir: str | None = None,
         resume: bool = True,
         members: int = 1,
+        refit: bool = False,
         **train_kwargs: Any,
     ) -> None:
         self.preset = preset
         self.ablation = ablation
         options = {"preset": preset, "ablation": ablation, **(model_config or {})}
-        super().__init__(type(self).network, options, run_dir, resume, members, **train_kwargs)
+        super().__init__(type(self).network, options, run_dir, resume, members, refit, **train_kwargs)
 
 
 def fit_panel(dataset: DatasetH) -> tuple[Panel, tuple[pd.Timestamp, pd.Timestamp], tuple[pd.Timestamp, pd.Timestamp]]:

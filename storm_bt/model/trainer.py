@@ -5,7 +5,8 @@ with no code change. Each epoch: a shuffled pass over the train windows (every p
 every K-th window of the epoch's permutation), then the valid RankIC, then a checkpoint. The best
 valid RankIC picks the weights that are kept; ``patience`` epochs without improvement stop the
 run. Optionally the weights are an exponential moving average over the last epochs' updates, and
-the last epoch is kept instead of the best (no selection on the valid year). An interrupted run
+the last epoch is kept instead of the best (no selection on the valid year), or the run stops at a
+given epoch without validating (a refit on train and valid together). An interrupted run
 resumes from ``last.pt``; a damaged checkpoint is an error that names the file and leaves it in place.
 """
 
@@ -73,6 +74,9 @@ class TrainConfig:
     # the `epochs` of the full loss, in which the pretrained part learns at pretrained_lr_scale x lr
     pretrain_epochs: int = 0
     pretrained_lr_scale: float = 1.0
+    # > 0: end after this epoch of the schedule above and keep its weights, validating nothing: a refit on
+    # train and valid together (WindowModel(refit=True)) for the epochs a first fit chose on valid
+    stop_epoch: int = 0
     # memory and speed: bf16 autocast (weights and optimiser stay float32; for GPUs, and CPUs with bf16
     # units), and batches whose gradients add up before one optimiser step (batch_size x this per step)
     precision: str = "fp32"
@@ -89,7 +93,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         whole = (("epochs", 1), ("batch_size", 1), ("patience", 1), ("eval_batch_size", 1), ("seed", 0))
-        for name, minimum in (*whole, ("pretrain_epochs", 0), ("grad_accumulation", 1)):
+        for name, minimum in (*whole, ("pretrain_epochs", 0), ("grad_accumulation", 1), ("stop_epoch", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"TrainConfig.{name} must be a whole number of at least {minimum}, got {value!r}.")
@@ -112,6 +116,11 @@ class TrainConfig:
         for name in ("deterministic", "select_on_valid", "activation_checkpointing", "torch_compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"TrainConfig.{name} must be true or false, got {getattr(self, name)!r}.")
+        if self.stop_epoch and not self.pretrain_epochs < self.stop_epoch <= self.pretrain_epochs + self.epochs:
+            raise ValueError(
+                f"TrainConfig.stop_epoch must be an epoch after pretraining and within the schedule "
+                f"({self.pretrain_epochs + 1}..{self.pretrain_epochs + self.epochs}), got {self.stop_epoch}."
+            )
         if self.precision not in PRECISIONS:
             raise ValueError(f"TrainConfig.precision must be one of {list(PRECISIONS)}, got {self.precision!r}.")
 
@@ -233,9 +242,12 @@ class Trainer:
 
     # -- public -------------------------------------------------------------------------------------
 
-    def fit(self, train: WindowDataset, valid: WindowDataset, resume: bool = True) -> tuple[nn.Module, TrainResult]:
+    def fit(
+        self, train: WindowDataset, valid: WindowDataset | None, resume: bool = True
+    ) -> tuple[nn.Module, TrainResult]:
         """Train from scratch, or from ``run_dir/last.pt`` when ``resume`` and it exists (deterministic kernels
-        unless ``TrainConfig.deterministic`` is False).
+        unless ``TrainConfig.deterministic`` is False). ``valid`` is None only with ``TrainConfig.stop_epoch``
+        (its valid RankIC is then NaN).
 
         Each epoch appends a record to the history (``history.json`` in ``run_dir``, rewritten
         atomically): ``epoch``, the mean of ``loss`` and of every loss term, ``grad_<term>.<encoder>``,
@@ -251,13 +263,11 @@ class Trainer:
         ):
             return self._fit(train, valid, resume)
 
-    def _fit(self, train: WindowDataset, valid: WindowDataset, resume: bool) -> tuple[nn.Module, TrainResult]:
-        if len(train) == 0:
-            raise ValueError("No training windows: the train segment has no dates with labels.")
-        if len(valid) == 0:
-            raise ValueError("No valid windows: checkpoint selection needs a valid segment with labels.")
+    def _fit(self, train: WindowDataset, valid: WindowDataset | None, resume: bool) -> tuple[nn.Module, TrainResult]:
         acc, cfg = self.accelerator, self.cfg
-        train, valid = train.to(acc.device), valid.to(acc.device)  # batches are sliced where the model is
+        self._check_windows(train, valid)
+        train = train.to(acc.device)  # batches are sliced where the model is
+        valid = None if valid is None else valid.to(acc.device)
         set_seed(cfg.seed)
         model = self.network(self.model_cfg)
         if cfg.pretrain_epochs and not hasattr(model, "pretraining"):
@@ -294,7 +304,8 @@ class Trainer:
         if average is not None and last is not None:
             average.load_state_dict(last["average"])
         scored = model if average is None else average.module  # the weights validated, selected and kept
-        while state.epoch < cfg.pretrain_epochs + cfg.epochs and state.stale < cfg.patience:
+        last_epoch = cfg.stop_epoch or cfg.pretrain_epochs + cfg.epochs
+        while state.epoch < last_epoch and state.stale < cfg.patience:
             epoch = state.epoch + 1
             pretraining = epoch <= cfg.pretrain_epochs
             probe = train.batch(next(self._epoch_batches(train, epoch, 1)))[:3]
@@ -307,8 +318,7 @@ class Trainer:
             usage = {name: quantizer.reset_usage() for name, quantizer in _quantizers(model).items()}
             state.usage[str(epoch)] = {name: counts.tolist() for name, counts in usage.items()}
             perplexity = {f"perplexity_{name}": usage_perplexity(counts) for name, counts in usage.items()}
-            with self._autocast():
-                score = rank_ic_of(predict_windows(scored, valid, cfg.eval_batch_size), valid)
+            score = self._valid_score(scored, valid)
             record = {"epoch": epoch, **losses, **gradients, **perplexity}
             record.update({f"valid_{k}": v for k, v in score.items()})
             if cfg.pretrain_epochs:
@@ -317,13 +327,12 @@ class Trainer:
                 self._select(state, scored, epoch, score["RankIC"])
             state.history.append(record)
             state.epoch = epoch
-            progress = "pretraining" if pretraining else f"best {state.best_score:.4f} @ {state.best_epoch}"
-            acc.print(f"{epoch_summary(record)}  ({progress})")
+            acc.print(f"{epoch_summary(record)}  ({self._progress(state, pretraining)})")
             if epoch == cfg.pretrain_epochs:
                 optimizer, scheduler = self._optimizer(model, updates_per_epoch, pretraining=False)
                 optimizer = acc.prepare_optimizer(optimizer)
             self._save(model, optimizer, scheduler, state, average)
-        if not math.isfinite(state.best_score):
+        if valid is not None and not math.isfinite(state.best_score):
             acc.print(
                 f"warning: the valid RankIC was NaN in all {state.epoch} epochs (constant scores or labels); "
                 f"keeping epoch {state.best_epoch}'s weights"
@@ -332,6 +341,28 @@ class Trainer:
         model.eval()
         result = TrainResult(state.best_epoch, state.best_score, state.epoch, state.history, state.usage)
         return model, result
+
+    def _check_windows(self, train: WindowDataset, valid: WindowDataset | None) -> None:
+        if len(train) == 0:
+            raise ValueError("No training windows: the train segment has no dates with labels.")
+        if valid is None and not self.cfg.stop_epoch:
+            raise ValueError("No valid windows given: only a run with TrainConfig.stop_epoch needs none.")
+        if valid is not None and len(valid) == 0:
+            raise ValueError("No valid windows: checkpoint selection needs a valid segment with labels.")
+
+    def _valid_score(self, model: nn.Module, valid: WindowDataset | None) -> dict[str, float]:
+        """RankIC / RankICIR of ``model`` on ``valid`` (NaN without valid windows)."""
+        if valid is None:
+            return {"RankIC": math.nan, "RankICIR": math.nan}
+        with self._autocast():
+            return rank_ic_of(predict_windows(model, valid, self.cfg.eval_batch_size), valid)
+
+    def _progress(self, state: TrainState, pretraining: bool) -> str:
+        if pretraining:
+            return "pretraining"
+        if self.cfg.stop_epoch:
+            return f"stops at epoch {self.cfg.stop_epoch}"
+        return f"best {state.best_score:.4f} @ {state.best_epoch}"
 
     def _optimizer(self, model: nn.Module, updates_per_epoch: int, pretraining: bool):
         """AdamW and its warm-up-cosine schedule over one stage: the pretrained part alone in the
@@ -368,9 +399,10 @@ class Trainer:
 
     def _select(self, state: TrainState, model: nn.Module, epoch: int, valid_rank_ic: float) -> None:
         """Keep this epoch's weights if its valid RankIC is the best so far (NaN counts as -inf), or
-        always when ``select_on_valid`` is off."""
+        always when ``select_on_valid`` is off or the run stops at ``stop_epoch``."""
         valid_ic = valid_rank_ic if np.isfinite(valid_rank_ic) else -math.inf
-        if valid_ic > state.best_score or state.best is None or not self.cfg.select_on_valid:
+        always = not self.cfg.select_on_valid or self.cfg.stop_epoch
+        if valid_ic > state.best_score or state.best is None or always:
             state.best_score, state.best_epoch, state.stale = valid_ic, epoch, 0
             state.best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         else:

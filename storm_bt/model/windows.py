@@ -159,16 +159,16 @@ class WindowDataset(Dataset):
         return x[0], mask[0], y[0], int(ends[0])
 
 
-def training_signature(train: WindowDataset, valid: WindowDataset) -> dict:
+def training_signature(train: WindowDataset, valid: WindowDataset | None) -> dict:
     """What a fit trains on (universe, train and valid spans, a hash of the panel's values): a
-    checkpoint is resumed only on the very same data."""
+    checkpoint is resumed only on the very same data. A refit has no valid windows (None)."""
     digest = hashlib.blake2b(digest_size=16)
     for array in (train.panel.features, train.panel.present, train.panel.labels):
         digest.update(np.ascontiguousarray(array).tobytes())
     return {
         "instruments": list(train.panel.instruments),
         "train": _span(train),
-        "valid": _span(valid),
+        "valid": [] if valid is None else _span(valid),
         "content": digest.hexdigest(),
     }
 
