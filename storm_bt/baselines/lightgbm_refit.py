@@ -28,12 +28,10 @@ class RefitLGBModel(LGBModel):
             raise ValueError(f"{type(self).__name__} does not support sample reweighting.")
         if "valid" not in dataset.segments:
             raise ValueError(f"{type(self).__name__} chooses its rounds on a valid segment; the dataset has none.")
-        super().fit(dataset, **kwargs)
+        super().fit(dataset, **kwargs)  # refuses more than one label column
         rounds = self.model.best_iteration or self.model.current_iteration()
         segments = dataset.prepare(["train", "valid"], col_set=["feature", "label"], data_key=DataHandlerLP.DK_L)
         frame = pd.concat(segments)
-        labels = frame["label"].to_numpy()
-        if labels.ndim != 2 or labels.shape[1] != 1:
-            raise ValueError(f"{type(self).__name__} needs exactly one label column, got {labels.shape[1:]}.")
-        self.model = lgb.train(self.params, lgb.Dataset(frame["feature"].to_numpy(), label=labels[:, 0]), rounds)
+        both = lgb.Dataset(frame["feature"].to_numpy(), label=frame["label"].iloc[:, 0].to_numpy())
+        self.model = lgb.train(self.params, both, rounds)
         R.log_params(refit_rounds=rounds)

@@ -133,6 +133,7 @@ class WindowModel(Model):
         )
         data_signature = training_signature(train, valid)
         both = WindowDataset.labelled(panel, cfg.window, train_start, valid_end) if self.refit else None
+        both_signature = None if both is None else training_signature(both, None)
         self.networks, self.results = [], []
         for k in range(self.members):
             train_config = replace(self.train_config, seed=self.member_seed(k))
@@ -142,7 +143,7 @@ class WindowModel(Model):
             if both is not None:
                 refit_config = replace(train_config, stop_epoch=result.best_epoch)
                 refit_dir = None if run_dir is None else f"{run_dir}/refit"
-                refitter = Trainer(cfg, refit_config, refit_dir, training_signature(both, None), network=self.network)
+                refitter = Trainer(cfg, refit_config, refit_dir, both_signature, network=self.network)
                 network, _ = refitter.fit(both, None, resume=self.resume)
             self.networks.append(network.cpu())
             self.results.append(result)
