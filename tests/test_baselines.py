@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from helpers import CFG, FAST, datasets, planted_frame
 
@@ -28,6 +30,17 @@ def test_factorvae_loss_is_nll_plus_kl_plus_prediction_error():
     )
     torch.testing.assert_close(out.loss, expected)
     torch.testing.assert_close(model(x, mask).pred, out.pred)  # the score does not depend on y
+
+
+def test_factorvae_with_a_stock_embedding_scores_the_stock_not_its_column():
+    cfg = replace(CFG, stock_embedding=3)
+    torch.manual_seed(0)
+    model = FactorVAE(cfg).eval()
+    x, mask = torch.randn(2, cfg.window, cfg.n_stocks, cfg.n_features), torch.ones(2, cfg.window, cfg.n_stocks).bool()
+    order = torch.randperm(cfg.n_stocks, generator=torch.Generator().manual_seed(0))
+    expected = model(x, mask).pred[:, order]
+    torch.testing.assert_close(model(x[:, :, order], mask[:, :, order], stock_ids=order).pred, expected)
+    assert not torch.allclose(model(x[:, :, order], mask[:, :, order]).pred, expected)
 
 
 def model_hidden(model: FactorVAE, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

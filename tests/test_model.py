@@ -183,6 +183,7 @@ def test_bad_shapes_are_explained():
         ({"label_transform": "rank"}, r"label_transform must be one of \['zscore', 'rank_gauss'\], got 'rank'"),
         ({"feature_norm": "z"}, "feature_norm must be one of"),
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
+        ({"stock_embedding": -4}, "stock_embedding must be >= 0"),
     ],
 )
 def test_config_validation(kwargs, message):
@@ -277,6 +278,31 @@ def test_shared_time_positions_make_the_score_follow_the_stock_not_its_slot():
     torch.testing.assert_close(model(x[:, :, order], mask[:, :, order]).pred, model(x, mask).pred[:, order])
     slotted = Storm(replace(cfg, shared_time_positions=False)).eval()
     assert not torch.allclose(slotted(x[:, :, order], mask[:, :, order]).pred, slotted(x, mask).pred[:, order])
+
+
+def test_the_stock_embedding_follows_the_stock_named_by_stock_ids():
+    """Shuffled columns with their stock_ids score as the unshuffled window does, stock by stock;
+    without the ids the embedding would sit on the column, not the stock."""
+    cfg = replace(TINY, shared_time_positions=True, stock_embedding=3).ablation("ts_only")
+    torch.manual_seed(0)
+    model = Storm(cfg).eval()
+    x, mask, _ = _batch(cfg)
+    order = torch.tensor([5, 3, 1, 0, 2, 4])
+    expected = model(x, mask).pred[:, order]
+    torch.testing.assert_close(model(x[:, :, order], mask[:, :, order], stock_ids=order).pred, expected)
+    assert not torch.allclose(model(x[:, :, order], mask[:, :, order]).pred, expected)
+    assert model.factor.identity.weight.shape == (cfg.n_stocks, 3)
+    with pytest.raises(ValueError, match="Expected stock_ids as 6 integer slots"):
+        model(x, mask, stock_ids=order[:5])
+
+
+def test_without_a_stock_embedding_stock_ids_change_nothing():
+    torch.manual_seed(0)
+    model = Storm(TINY).eval()
+    x, mask, _ = _batch(TINY)
+    shuffled = torch.tensor([5, 3, 1, 0, 2, 4])
+    assert torch.equal(model(x, mask, stock_ids=shuffled).pred, model(x, mask).pred)
+    assert model.factor.identity is None
 
 
 @pytest.mark.parametrize("label_transform", ["zscore", "rank_gauss"])

@@ -44,6 +44,7 @@ class StormConfig:
     feature_norm: str = "none"
     label_transform: str = "zscore"
     shared_time_positions: bool = False  # TS tokens of one time block share a position: no per-stock-slot identity
+    stock_embedding: int = 0  # width of a learned vector per stock given to the factor module (0: none)
     n_factors: int = 64  # K_f latent factors of the factor module
     factor_hidden: int = 512  # width of the factor module's MLPs and attention (the reference's 512)
     factor_heads: int = 8
@@ -80,6 +81,8 @@ class StormConfig:
                 raise ValueError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+        if self.stock_embedding < 0:
+            raise ValueError(f"stock_embedding must be >= 0 (0: no stock embedding), got {self.stock_embedding}.")
         if min(self.n_stocks, self.n_features, self.codebook_size, self.n_factors) < 1:
             raise ValueError("n_stocks, n_features, codebook_size and n_factors must be positive.")
 

@@ -8,6 +8,9 @@ score is the predicted mean, never a sample.
   their returns on the standardised labels give mu_post, sigma_post (training only);
 * prior p(z | h): K_f learnable queries attend over the stock tokens and the summary ([CLS])
   tokens, then an MLP gives mu_prior, sigma_prior;
+* an optional learned vector per stock (``stock_embedding``) joins each stock's features: the
+  one place where a ticker's identity enters on purpose, and it follows the stock when the
+  trainer shuffles the stock axis;
 * decoder: y = alpha + beta z, with mu_y = mu_alpha + beta mu_z and
   sigma_y^2 = sigma_alpha^2 + beta^2 sigma_z^2 (per stock).
 """
@@ -49,7 +52,8 @@ class FactorModule(nn.Module):
     def __init__(self, cfg: StormConfig, d_in: int, summary_dim: int) -> None:
         super().__init__()
         h, k, p = cfg.factor_hidden, cfg.n_factors, cfg.dropout
-        self.stock = nn.Sequential(nn.Linear(d_in, h), nn.LeakyReLU(), nn.Dropout(p))
+        self.identity = nn.Embedding(cfg.n_stocks, cfg.stock_embedding) if cfg.stock_embedding else None
+        self.stock = nn.Sequential(nn.Linear(d_in + cfg.stock_embedding, h), nn.LeakyReLU(), nn.Dropout(p))
         self.summary = nn.Linear(summary_dim, h)
         self.portfolio = nn.Linear(h, k)
         self.posterior = _mlp(k, h, 2 * k, p)
@@ -60,7 +64,13 @@ class FactorModule(nn.Module):
         self.beta = nn.Linear(h, k)
 
     def forward(
-        self, stocks: Tensor, present: Tensor, summaries: Tensor, y: Tensor | None, labelled: Tensor | None = None
+        self,
+        stocks: Tensor,
+        present: Tensor,
+        summaries: Tensor,
+        y: Tensor | None,
+        labelled: Tensor | None = None,
+        stock_ids: Tensor | None = None,
     ) -> FactorOutput:
         """Factor distributions and per-stock return distributions.
 
@@ -72,7 +82,12 @@ class FactorModule(nn.Module):
         :param summaries: (B, S, summary_dim) [CLS]-style summary tokens of the branches.
         :param y: (B, N) cross-sectionally standardised next returns, or None at inference.
         :param labelled: (B, N) present stocks whose ``y`` is known (default: ``present``).
+        :param stock_ids: (N,) the stock (panel slot) in each column, when the columns were shuffled;
+            None: column s is stock s. Only the stock embedding reads it.
         """
+        if self.identity is not None:
+            ids = torch.arange(stocks.shape[1], device=stocks.device) if stock_ids is None else stock_ids
+            stocks = torch.cat([stocks, self.identity(ids).expand(stocks.shape[0], -1, -1)], dim=-1)
         h = self.stock(stocks)  # (B, N, H)
         keys = torch.cat([h, self.summary(summaries)], dim=1)  # (B, N + S, H)
         keep = torch.cat([present, present.new_ones(summaries.shape[:2])], dim=1)

@@ -22,6 +22,7 @@ from storm_bt.model.qlib_model import StormModel
 from storm_bt.model.storm import (
     Storm,
     StormEmbeddings,
+    check_window,
     cs_feature_zscore,
     return_target,
     return_terms,
@@ -50,7 +51,10 @@ class FactorVAE(nn.Module):
         """A STORM preset's window and factor settings (``preset``, ``ablation``, overrides), as for STORM."""
         return Storm.configure(n_stocks, n_features, **options)
 
-    def forward(self, x: Tensor, mask: Tensor, y: Tensor | None = None) -> WindowOutput:
+    def forward(
+        self, x: Tensor, mask: Tensor, y: Tensor | None = None, stock_ids: Tensor | None = None
+    ) -> WindowOutput:
+        check_window(self.cfg, x, mask, y, stock_ids)
         b, t, n, f = x.shape
         x = torch.nan_to_num(x) * mask.unsqueeze(-1)
         if self.cfg.feature_norm == "cs_zscore":
@@ -60,7 +64,7 @@ class FactorVAE(nn.Module):
         h = last[-1].view(b, n, -1)  # (B, N, H)
         present = mask[:, -1]
         labelled, target = return_target(self.cfg, y, present)
-        out = self.factor(h, present, h.new_zeros(b, 0, h.shape[-1]), target, labelled)
+        out = self.factor(h, present, h.new_zeros(b, 0, h.shape[-1]), target, labelled, stock_ids)
         terms = return_terms(self.cfg, out, target, labelled)
         embeddings = StormEmbeddings(h, None, None, None, None)
         return WindowOutput(out.mu_prior, weighted_loss(terms, self.loss_weights), terms, embeddings)

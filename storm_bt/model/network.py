@@ -31,7 +31,10 @@ class WindowNetwork(Protocol):
     """A ``torch.nn.Module`` over windows ``x`` (B, T, N, F) with a present-stock ``mask`` (B, T, N).
 
     ``forward(x, mask, y)`` returns a :class:`WindowOutput`; ``y`` (B, N) is the next returns
-    (NaN where unknown) in training and ``None`` at inference. Two optional methods feed the
+    (NaN where unknown) in training and ``None`` at inference. Training with
+    ``TrainConfig.permute_stocks`` shuffles the stock axis and calls ``forward(x, mask, y, stock_ids=order)``
+    with the stock (N,) in each column, so a network that takes it can keep per-stock parameters on
+    the stock, not its column. Two optional methods feed the
     training history: ``encoders()`` (name -> module: each loss term's gradient norm on it is
     logged per epoch) and ``quantizers()`` (name -> :class:`~storm_bt.model.quantizer.VectorQuantizer`:
     code usage and perplexity per epoch).

@@ -35,7 +35,15 @@ from storm_bt.model.losses import (
 from storm_bt.model.network import WindowOutput, weighted_loss
 from storm_bt.model.quantizer import VectorQuantizer, VQOutput
 
-__all__ = ["Storm", "StormEmbeddings", "cs_feature_zscore", "return_target", "return_terms", "return_weights"]
+__all__ = [
+    "Storm",
+    "StormEmbeddings",
+    "check_window",
+    "cs_feature_zscore",
+    "return_target",
+    "return_terms",
+    "return_weights",
+]
 
 
 class StormEmbeddings(NamedTuple):
@@ -76,14 +84,17 @@ class Storm(nn.Module):
         cfg = StormConfig.preset(preset, n_stocks=n_stocks, n_features=n_features, **overrides)
         return cfg.ablation(ablation) if ablation else cfg
 
-    def forward(self, x: Tensor, mask: Tensor, y: Tensor | None = None) -> WindowOutput:
-        """``x`` (B, T, N, F) features, ``mask`` (B, T, N) present stocks, ``y`` (B, N) next returns or None.
+    def forward(
+        self, x: Tensor, mask: Tensor, y: Tensor | None = None, stock_ids: Tensor | None = None
+    ) -> WindowOutput:
+        """``x`` (B, T, N, F) features, ``mask`` (B, T, N) present stocks, ``y`` (B, N) next returns or None,
+        ``stock_ids`` (N,) the stock in each column when the trainer shuffled them (None: column s is stock s).
 
         Stocks absent on the last day of the window get no score. Which stocks have a label only
         decides which count in the losses: the score of one stock never depends on whether
         another one's future return is known.
         """
-        self._check_shapes(x, mask, y)
+        check_window(self.cfg, x, mask, y, stock_ids)
         x = torch.nan_to_num(x) * mask.unsqueeze(-1)  # (B, T, N, F), missing stocks are zeros
         if self.cfg.feature_norm == "cs_zscore":
             x = cs_feature_zscore(x, mask)
@@ -107,7 +118,7 @@ class Storm(nn.Module):
         embeddings, summaries = self._embeddings(x, mask, enc, keep, vq)
         present = mask[:, -1]  # (B, N) tradable at the window's last day
         labelled, target = return_target(self.cfg, y, present)
-        out = self.factor(embeddings.stock, present, summaries, target, labelled)
+        out = self.factor(embeddings.stock, present, summaries, target, labelled, stock_ids)
         terms.update(return_terms(self.cfg, out, target, labelled))
         return WindowOutput(out.mu_prior, weighted_loss(terms, self.loss_weights), terms, embeddings)
 
@@ -147,20 +158,6 @@ class Storm(nn.Module):
         weights = {name: 0.0 if name in returns else weight for name, weight in self.loss_weights.items()}
         return [p for p in self.parameters() if id(p) not in heads], weights
 
-    def _check_shapes(self, x: Tensor, mask: Tensor, y: Tensor | None) -> None:
-        cfg = self.cfg
-        expected = (cfg.window, cfg.n_stocks, cfg.n_features)
-        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"Expected x of shape (B, {', '.join(map(str, expected))}), actual shape: {tuple(x.shape)}."
-            )
-        if mask.shape != x.shape[:3] or mask.dtype != torch.bool:
-            raise ValueError(
-                f"Expected a bool mask of shape {tuple(x.shape[:3])}, got {mask.dtype} {tuple(mask.shape)}."
-            )
-        if y is not None and y.shape != (x.shape[0], cfg.n_stocks):
-            raise ValueError(f"Expected y of shape {(x.shape[0], cfg.n_stocks)}, actual shape: {tuple(y.shape)}.")
-
     @staticmethod
     def _vq_terms(terms: dict[str, Tensor], name: str, out: VQOutput) -> None:
         terms[f"codebook_{name}"] = out.codebook_loss
@@ -193,6 +190,21 @@ class Storm(nn.Module):
         parts.append(self.stock_stem(x[:, -1]))  # (B, N, S) the stock's own last-day features
         stock = torch.cat(parts, dim=-1)
         return StormEmbeddings(stock, ts_tokens, cs_tokens, ts_codes, cs_codes), torch.stack(summaries, dim=1)
+
+
+def check_window(cfg: StormConfig, x: Tensor, mask: Tensor, y: Tensor | None, stock_ids: Tensor | None) -> None:
+    """Refuse a batch whose shapes do not match the configuration, naming what is wrong."""
+    expected = (cfg.window, cfg.n_stocks, cfg.n_features)
+    if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+        raise ValueError(f"Expected x of shape (B, {', '.join(map(str, expected))}), actual shape: {tuple(x.shape)}.")
+    if mask.shape != x.shape[:3] or mask.dtype != torch.bool:
+        raise ValueError(f"Expected a bool mask of shape {tuple(x.shape[:3])}, got {mask.dtype} {tuple(mask.shape)}.")
+    if y is not None and y.shape != (x.shape[0], cfg.n_stocks):
+        raise ValueError(f"Expected y of shape {(x.shape[0], cfg.n_stocks)}, actual shape: {tuple(y.shape)}.")
+    if stock_ids is not None and (stock_ids.shape != (cfg.n_stocks,) or stock_ids.is_floating_point()):
+        raise ValueError(
+            f"Expected stock_ids as {cfg.n_stocks} integer slots, got {stock_ids.dtype} {tuple(stock_ids.shape)}."
+        )
 
 
 def cs_feature_zscore(x: Tensor, mask: Tensor, eps: float = 1e-6) -> Tensor:

@@ -12,6 +12,7 @@ resumes from ``last.pt``; a damaged checkpoint is an error that names the file a
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from collections.abc import Iterator
@@ -69,7 +70,9 @@ class TrainConfig:
     average_epochs: float = 0.0
     eval_batch_size: int = 64
     seed: int = 0
-    permute_stocks: bool = False  # shuffle the stock axis of every training batch, so slots carry no ticker
+    # shuffle the stock axis of every training batch, so slots carry no ticker (the network's forward is
+    # told each column's stock as stock_ids, which its stock embedding follows)
+    permute_stocks: bool = False
     # two-stage schedule: epochs of the network's self-supervised part alone (its pretraining()), before
     # the `epochs` of the full loss, in which the pretrained part learns at pretrained_lr_scale x lr
     pretrain_epochs: int = 0
@@ -275,6 +278,11 @@ class Trainer:
                 f"TrainConfig.pretrain_epochs is {cfg.pretrain_epochs}, but {self.network.__name__} has no "
                 "pretraining() that names what a first stage trains: set pretrain_epochs to 0."
             )
+        if cfg.permute_stocks and "stock_ids" not in inspect.signature(model.forward).parameters:
+            raise ValueError(
+                f"TrainConfig.permute_stocks is on, but {self.network.__name__}.forward takes no stock_ids to say "
+                "which stock each shuffled column holds: turn permute_stocks off."
+            )
         if cfg.activation_checkpointing and not checkpoint_activations(model):
             raise ValueError(
                 f"TrainConfig.activation_checkpointing is on, but {self.network.__name__} has no transformer "
@@ -432,11 +440,12 @@ class Trainer:
         bar = tqdm(batches, desc=f"epoch {epoch}", disable=None if cfg.progress and acc.is_local_main_process else True)
         for batch, indices in enumerate(bar):
             x, mask, y, _ = train.batch(indices)
+            columns = {}  # which stock each column holds, once the stock axis is shuffled
             if cfg.permute_stocks:
-                x, mask, y = permute_stocks(x, mask, y)
+                x, mask, y, columns["stock_ids"] = permute_stocks(x, mask, y)
             update = (batch + 1) % cfg.grad_accumulation == 0  # DDP syncs and the optimiser steps on these
             with nullcontext() if update else acc.no_sync(ddp_model), self._autocast():
-                out = ddp_model(x, mask, y)
+                out = ddp_model(x, mask, y, **columns)
                 loss = out.loss if weights is None else weighted_loss(out.loss_terms, weights)
             acc.backward(loss / cfg.grad_accumulation)  # each update follows the mean over its batches
             if update:
@@ -556,9 +565,10 @@ def epoch_summary(record: dict[str, Any]) -> str:
 
 
 def permute_stocks(x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The batch with its stock axis in a random order (CPU generator): slot positions then carry no ticker."""
+    """The batch with its stock axis in a random order (CPU generator), and that order as ``stock_ids``:
+    slot positions then carry no ticker, and only a stock embedding knows which stock is where."""
     order = torch.randperm(x.shape[2])
-    return x[:, :, order], mask[:, :, order], y[:, order]
+    return x[:, :, order], mask[:, :, order], y[:, order], order.to(x.device)
 
 
 def term_gradient_norms(model: nn.Module, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
