@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (a rerun reuses every finished run in it)")
     _add_executor_flags(p)
     p.add_argument("--models", help="run only these models/ablations/selections (comma-separated names), for screening")
-    p.add_argument("--seeds", help="run only these of the config's seeds, e.g. 0,1")
+    p.add_argument("--seeds", help="run these seeds instead of the config's: 0 to screen, 0,1,2,3,4,5 to add seeds")
     p.add_argument("--folds", help="with rolling: run only these folds (positions from 0, e.g. 0,4,9)")
     p.add_argument("--baseline", help="compare against this model or ablation instead of the config's baseline")
     p.set_defaults(func=_evaluate)

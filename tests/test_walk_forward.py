@@ -326,14 +326,17 @@ def test_shipped_evaluate_configs_load_and_share_the_dj30_folds(path):
         assert cfg.rolling == EvalConfig.from_yaml(EXPERIMENTS / "evaluate_dj30_rolling.yaml").rolling
 
 
-def test_screening_subsets_name_what_the_config_lacks():
+def test_screening_subsets_name_what_the_config_lacks_and_take_other_seeds():
     cfg = EvalConfig.from_yaml(EXPERIMENTS / "evaluate_dj30.yaml")
     assert [m.name for m in cfg.subset(models=["LightGBM"]).models] == ["LightGBM"]
     assert cfg.subset(seeds=[1]).seeds == [1]
+    assert cfg.subset(seeds=[0, 1, 2, 3, 4, 5]).seeds == [0, 1, 2, 3, 4, 5]  # more seeds, to confirm
+    assert cfg.subset().seeds == cfg.seeds
+    for bad in ([1, 1], [-1]):
+        with pytest.raises(ValueError, match=r"seeds must be distinct whole numbers from 0, got \[-?1"):
+            cfg.subset(seeds=bad)
     with pytest.raises(ValueError, match="--models: 'XGBoost'"):
         cfg.subset(models=["XGBoost"])
-    with pytest.raises(ValueError, match="--seeds: 7"):
-        cfg.subset(seeds=[7])
     assert cfg.subset(baseline="LightGBM").baseline_name == "LightGBM"
     with pytest.raises(ValueError, match="--baseline: 'LightGBM' is not among the models run"):
         cfg.subset(models=[cfg.models[0].name], baseline="LightGBM")

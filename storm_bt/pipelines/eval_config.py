@@ -102,8 +102,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if not self.models or not self.seeds:
             raise ValueError("An evaluation needs at least one model and one seed.")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds must be distinct, got {self.seeds}.")
+        if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ValueError(f"seeds must be distinct whole numbers from 0, got {self.seeds}.")
         names = [m.name for m in self.entries]
         if len(set(names)) != len(names) or len({m.slug for m in self.entries}) != len(names):
             raise ValueError(f"Model and ablation names must be unique (also once lower-cased); got {names}.")
@@ -155,16 +155,14 @@ class EvalConfig:
     def subset(
         self, models: list[str] | None = None, seeds: list[int] | None = None, baseline: str | None = None
     ) -> EvalConfig:
-        """The same evaluation on some of its models (and ablations) and seeds, for screening, or
-        compared against another ``baseline`` (any model or ablation that is kept). A selection named
-        in ``models`` brings its candidates along."""
+        """The same evaluation on some of its models (and ablations), on other ``seeds`` (fewer to
+        screen, more to confirm: a seed's runs are the same whichever list names it), or compared
+        against another ``baseline`` (any model or ablation that is kept). A selection named in
+        ``models`` brings its candidates along."""
         known = [m.name for m in self.entries]
         for name in models or []:
             if name not in known and name not in self.selections:
                 raise ValueError(f"--models: {name!r} is not in the config; it has {known + list(self.selections)}.")
-        for seed in seeds or []:
-            if seed not in self.seeds:
-                raise ValueError(f"--seeds: {seed} is not in the config's seeds {self.seeds}.")
         selections = {k: v for k, v in self.selections.items() if models is None or k in models}
         keep = set(models or known) - set(self.selections) | {c for v in selections.values() for c in v.candidates}
         kept = [m for m in self.models if m.name in keep]
@@ -181,7 +179,7 @@ class EvalConfig:
             self,
             models=kept,
             ablations=[m for m in self.ablations if m.name in keep],
-            seeds=[s for s in self.seeds if s in set(seeds or self.seeds)],
+            seeds=list(seeds or self.seeds),
             baseline=baseline,
             trading=trading,
             selections=selections,
