@@ -1,12 +1,15 @@
-"""The package layout: Qlib-facing folders depend on nothing that uses them; one name in site-packages."""
+"""The package layout: Qlib-facing folders depend on nothing that uses them; one name in site-packages;
+every declared dependency pinned in the constraints the results were measured with."""
 
 from __future__ import annotations
 
 import ast
-from importlib.metadata import packages_distributions
+from importlib.metadata import packages_distributions, requires
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 import storm_bt
 
@@ -44,3 +47,21 @@ def test_every_subpackage_says_what_it_owns():
         targets = [t for n in module.body if isinstance(n, ast.Assign) for t in n.targets]
         targets += [n.target for n in module.body if isinstance(n, ast.AnnAssign)]
         assert "__all__" in [t.id for t in targets if isinstance(t, ast.Name)], f"{init} declares no __all__"
+
+
+def _pinned_versions(constraints: Path) -> dict[str, str]:
+    pins = {}
+    for line in constraints.read_text().splitlines():
+        if line and not line.startswith(("#", " ")):
+            (spec,) = Requirement(line).specifier
+            assert spec.operator == "==", f"{constraints.name}: {line!r} is not an exact pin"
+            pins[canonicalize_name(Requirement(line).name)] = spec.version
+    return pins
+
+
+def test_every_declared_dependency_is_pinned_inside_its_range():
+    pins = _pinned_versions(ROOT / "experiments" / "constraints.txt")
+    for declared in map(Requirement, requires("storm_bt")):  # install_requires and every extra
+        name = canonicalize_name(declared.name)
+        assert name in pins, f"{declared.name} is declared in setup.py but not pinned in experiments/constraints.txt"
+        assert declared.specifier.contains(pins[name]), f"{declared.name}=={pins[name]} is outside {declared}"
