@@ -53,9 +53,10 @@ def _pinned_versions(constraints: Path) -> dict[str, str]:
     pins = {}
     for line in constraints.read_text().splitlines():
         if line and not line.startswith(("#", " ")):
-            (spec,) = Requirement(line).specifier
+            pinned = Requirement(line)
+            (spec,) = pinned.specifier
             assert spec.operator == "==", f"{constraints.name}: {line!r} is not an exact pin"
-            pins[canonicalize_name(Requirement(line).name)] = spec.version
+            pins[canonicalize_name(pinned.name)] = spec.version
     return pins
 
 
