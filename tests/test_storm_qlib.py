@@ -242,6 +242,18 @@ def test_refit_must_be_true_or_false():
         StormModel(**{**TRAINING, "refit": "yes"})
 
 
+def test_a_multi_day_target_trains_on_the_train_segment_and_still_validates_on_the_days_label(dataset, tmp_path):
+    model = StormModel(**{**TRAINING, "epochs": 2, "target_days": 5, "run_dir": str(tmp_path / "run")}).fit(dataset)
+    trained_on = json.loads(torch.load(tmp_path / "run" / "last.pt", weights_only=True)["fingerprint"])["data"]
+    train_days = dataset.prepare("train", col_set="label").index.get_level_values("datetime").unique().sort_values()
+    valid_days = dataset.prepare("valid", col_set="label").index.get_level_values("datetime").unique().sort_values()
+    assert pd.Timestamp(trained_on["train"][1]) == train_days[-5]  # the last 4 days' 5-day means would read valid
+    assert pd.Timestamp(trained_on["valid"][1]) == valid_days[-1]  # every valid day judged on its own label
+    assert np.isfinite(model.result.history[-1]["valid_RankIC"])
+    with pytest.raises(ValueError, match=r"target_days must be a whole number of at least 1, got True"):
+        StormModel(**{**TRAINING, "target_days": True})
+
+
 def test_lightgbm_refit_boosts_train_and_valid_for_the_rounds_chosen_on_valid(dataset, tmp_path):
     params = {"num_leaves": 8, "min_data_in_leaf": 20, "num_boost_round": 300, "early_stopping_rounds": 10}
     params |= {"num_threads": 1, "seed": 0, "verbosity": -1}

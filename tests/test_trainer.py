@@ -68,6 +68,29 @@ def test_a_gathered_batch_is_the_stack_of_its_windows_padding_included():
     assert ends.tolist() == [item[3] for item in items]
     assert [len(b[0]) for b in data.batches(2)] == [2, 2, 1]
 
+def test_a_multi_day_target_is_the_mean_of_the_segments_own_next_labels():
+    panel = Panel.from_frame(*planted_frame())
+    panel.labels[52, 4] = np.nan  # a missing label: no target on the days whose mean would read it
+    start, end = panel.dates[40], panel.dates[SPLIT - 1]
+    data = WindowDataset.labelled(panel, WINDOW, start, end, target_days=5)
+    assert data.ends[0] == 40 and data.ends[-1] == SPLIT - 5  # the last 4 days' means would leave the segment
+    _, _, y, _ = data.batch(range(len(data)))
+    expected = np.stack([panel.labels[t : t + 5].mean(axis=0) for t in data.ends])
+    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-6)
+    assert np.isnan(y.numpy()[(data.ends >= 48) & (data.ends <= 52), 4]).all()
+    assert np.isfinite(y.numpy()[data.ends == 53, 4]).all()
+    # labels past the segment's end (the valid segment's) never reach a target
+    moved = Panel(panel.dates, panel.instruments, panel.features, panel.present, panel.labels.copy())
+    moved.labels[SPLIT:] += 100.0
+    again = WindowDataset.labelled(moved, WINDOW, start, end, target_days=5)
+    np.testing.assert_array_equal(again.ends, data.ends)
+    torch.testing.assert_close(again.batch(range(len(again)))[2], y, rtol=0, atol=0, equal_nan=True)
+    one_day = WindowDataset.labelled(panel, WINDOW, start, end)
+    assert one_day.targets is panel.labels and one_day.ends[-1] == SPLIT - 1
+    with pytest.raises(ValueError, match=r"target_days must be a whole number of at least 1, got 0"):
+        WindowDataset.labelled(panel, WINDOW, start, end, target_days=0)
+
+
 
 def test_a_panel_saved_and_loaded_is_the_same_panel(tmp_path):
     panel = Panel.from_frame(*planted_frame())

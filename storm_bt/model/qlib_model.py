@@ -51,6 +51,9 @@ class WindowModel(Model):
         train and valid segments together, for that many epochs of the same schedule, and score with
         those weights: the year nearest the test is then learnt from instead of only validated on
         (twice the training; the refit's checkpoints are in ``<run_dir>/refit``).
+    :param target_days: train on the mean of the labels of this many consecutive days from each date
+        on, each segment's own (see :meth:`WindowDataset.labelled`): a multi-day target with less of a
+        day's noise. Epochs are still chosen on the valid days' own labels, the score that is judged.
     :param train_kwargs: fields of :class:`TrainConfig` (``epochs``, ``lr``, ``seed``, ...).
     """
 
@@ -62,12 +65,14 @@ class WindowModel(Model):
         resume: bool = True,
         members: int = 1,
         refit: bool = False,
+        target_days: int = 1,
         **train_kwargs: Any,
     ) -> None:
         if not isinstance(refit, bool):
             raise ValueError(f"{type(self).__name__}: refit must be true or false, got {refit!r}.")
-        if isinstance(members, bool) or not isinstance(members, int) or members < 1:
-            raise ValueError(f"{type(self).__name__}: members must be a whole number of at least 1, got {members!r}.")
+        for name, count in (("members", members), ("target_days", target_days)):
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise ValueError(f"{type(self).__name__}: {name} must be a whole number of at least 1, got {count!r}.")
         known = {f.name for f in fields(TrainConfig)}
         unknown = sorted(set(train_kwargs) - known)
         if unknown:
@@ -85,14 +90,15 @@ class WindowModel(Model):
         self.resume = resume
         self.members = members
         self.refit = refit
+        self.target_days = target_days
         self.networks: list[torch.nn.Module] = []
         self.results: list[TrainResult] = []
         self.instruments: list[str] | None = None
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Runs saved before ``members`` existed hold their one network as ``model``, and before ``refit``
-        existed did not refit: still readable."""
-        state = {"refit": False, **state}
+        existed did not refit, and before ``target_days`` trained on each day's label: still readable."""
+        state = {"refit": False, "target_days": 1, **state}
         if "networks" in state:
             self.__dict__.update(state)
             return
@@ -120,8 +126,9 @@ class WindowModel(Model):
             raise ValueError(f"{type(self).__name__} does not support sample reweighting.")
         panel, (train_start, train_end), (valid_start, valid_end) = fit_panel(dataset)
         cfg = self.network.configure(len(panel.instruments), panel.features.shape[2], **self.network_config)
-        train = WindowDataset.labelled(panel, cfg.window, train_start, train_end)
-        valid = WindowDataset.labelled(panel, cfg.window, valid_start, valid_end)
+        days = self.target_days
+        train = WindowDataset.labelled(panel, cfg.window, train_start, train_end, days)
+        valid = WindowDataset.labelled(panel, cfg.window, valid_start, valid_end)  # judged on the day's label
         logger.info(
             "%s: %d stocks x %d features, %d train and %d valid windows of %d days",
             self.network.__name__,
@@ -132,7 +139,7 @@ class WindowModel(Model):
             cfg.window,
         )
         data_signature = training_signature(train, valid)
-        both = WindowDataset.labelled(panel, cfg.window, train_start, valid_end) if self.refit else None
+        both = WindowDataset.labelled(panel, cfg.window, train_start, valid_end, days) if self.refit else None
         both_signature = None if both is None else training_signature(both, None)
         self.networks, self.results = [], []
         for k in range(self.members):
@@ -225,12 +232,13 @@ class StormModel(WindowModel):
         resume: bool = True,
         members: int = 1,
         refit: bool = False,
+        target_days: int = 1,
         **train_kwargs: Any,
     ) -> None:
         self.preset = preset
         self.ablation = ablation
         options = {"preset": preset, "ablation": ablation, **(model_config or {})}
-        super().__init__(type(self).network, options, run_dir, resume, members, refit, **train_kwargs)
+        super().__init__(type(self).network, options, run_dir, resume, members, refit, target_days, **train_kwargs)
 
 
 def fit_panel(dataset: DatasetH) -> tuple[Panel, tuple[pd.Timestamp, pd.Timestamp], tuple[pd.Timestamp, pd.Timestamp]]:

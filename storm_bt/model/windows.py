@@ -108,20 +108,30 @@ class WindowDataset(Dataset):
     (shorter) history instead of being dropped.
     """
 
-    def __init__(self, panel: Panel, window: int, ends: np.ndarray) -> None:
+    def __init__(self, panel: Panel, window: int, ends: np.ndarray, targets: np.ndarray | None = None) -> None:
         self.panel = panel
         self.window = window
         self.ends = np.asarray(ends, dtype=np.int64)
+        self.targets = panel.labels if targets is None else targets  # (D, N): what ``y`` of a batch reads
         self._features = torch.from_numpy(panel.features)
         self._present = torch.from_numpy(panel.present)
-        self._labels = torch.from_numpy(panel.labels)
+        self._targets = torch.from_numpy(self.targets)
 
     @classmethod
-    def labelled(cls, panel: Panel, window: int, start=None, end=None) -> WindowDataset:
-        """Windows ending in [start, end] on dates where at least one present stock has a label."""
+    def labelled(cls, panel: Panel, window: int, start=None, end=None, target_days: int = 1) -> WindowDataset:
+        """Windows ending in [start, end] on dates where at least one present stock has a target.
+
+        The target is the date's label, or with ``target_days`` > 1 the mean of the labels of that
+        many consecutive panel dates from it on, all inside [start, end]: a smoother multi-day
+        target made of the segment's own labels, so it reads no price the segment's labels do not
+        (the last ``target_days - 1`` dates have none).
+        """
+        if isinstance(target_days, bool) or not isinstance(target_days, int) or target_days < 1:
+            raise ValueError(f"target_days must be a whole number of at least 1, got {target_days!r}.")
         pos = panel.positions(start, end)
-        has_label = (np.isfinite(panel.labels) & panel.present).any(axis=1)
-        return cls(panel, window, pos[has_label[pos]])
+        targets = panel.labels if target_days == 1 else _forward_mean(panel.labels, pos, target_days)
+        has_target = (np.isfinite(targets) & panel.present).any(axis=1)
+        return cls(panel, window, pos[has_target[pos]], targets)
 
     def __len__(self) -> int:
         return len(self.ends)
@@ -129,8 +139,8 @@ class WindowDataset(Dataset):
     def to(self, device: torch.device | str) -> WindowDataset:
         """The same windows with the panel on ``device`` (a GPU then slices its batches itself)."""
         moved = copy.copy(self)
-        moved._features, moved._present, moved._labels = (
-            t.to(device) for t in (self._features, self._present, self._labels)
+        moved._features, moved._present, moved._targets = (
+            t.to(device) for t in (self._features, self._present, self._targets)
         )
         return moved
 
@@ -146,7 +156,7 @@ class WindowDataset(Dataset):
         x, mask = self._features[days], self._present[days] & ~before[..., None]
         if (picked < self.window - 1).any():  # asked on the host: asking the device would wait for it
             x = x.masked_fill(before[..., None, None], 0.0)
-        return x, mask, self._labels[ends], ends
+        return x, mask, self._targets[ends], ends
 
     def batches(self, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Every window in order, ``size`` at a time (the last batch may be shorter)."""
@@ -154,16 +164,29 @@ class WindowDataset(Dataset):
             yield self.batch(range(start, min(start + size, len(self))))
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        """``(x, mask, y, end)``: (T, N, F) features, (T, N) presence, (N,) labels at the end date, its index."""
+        """``(x, mask, y, end)``: (T, N, F) features, (T, N) presence, (N,) targets at the end date, its index."""
         x, mask, y, ends = self.batch([i])
         return x[0], mask[0], y[0], int(ends[0])
+
+
+def _forward_mean(labels: np.ndarray, positions: np.ndarray, days: int) -> np.ndarray:
+    """(D, N) mean of the labels at ``positions[i:i + days]`` for each ``positions[i]``; NaN where any
+    of those is missing or lies past the last position (and off ``positions``)."""
+    means = np.full(labels.shape, np.nan, dtype=labels.dtype)
+    if len(positions) >= days:
+        ahead = np.lib.stride_tricks.sliding_window_view(labels[positions], days, axis=0)  # (P - days + 1, N, days)
+        means[positions[: len(ahead)]] = ahead.mean(axis=-1)
+    return means
 
 
 def training_signature(train: WindowDataset, valid: WindowDataset | None) -> dict:
     """What a fit trains on (universe, train and valid spans, a hash of the panel's values): a
     checkpoint is resumed only on the very same data. A refit has no valid windows (None)."""
     digest = hashlib.blake2b(digest_size=16)
-    for array in (train.panel.features, train.panel.present, train.panel.labels):
+    arrays = [train.panel.features, train.panel.present, train.panel.labels]
+    if train.targets is not train.panel.labels:  # a multi-day target
+        arrays.append(train.targets)
+    for array in arrays:
         digest.update(np.ascontiguousarray(array).tobytes())
     return {
         "instruments": list(train.panel.instruments),
