@@ -68,6 +68,7 @@ def test_a_gathered_batch_is_the_stack_of_its_windows_padding_included():
     assert ends.tolist() == [item[3] for item in items]
     assert [len(b[0]) for b in data.batches(2)] == [2, 2, 1]
 
+
 def test_a_multi_day_target_is_the_mean_of_the_segments_own_next_labels():
     panel = Panel.from_frame(*planted_frame())
     panel.labels[52, 4] = np.nan  # a missing label: no target on the days whose mean would read it
@@ -89,7 +90,6 @@ def test_a_multi_day_target_is_the_mean_of_the_segments_own_next_labels():
     assert one_day.targets is panel.labels and one_day.ends[-1] == SPLIT - 1
     with pytest.raises(ValueError, match=r"target_days must be a whole number of at least 1, got 0"):
         WindowDataset.labelled(panel, WINDOW, start, end, target_days=0)
-
 
 
 def test_a_panel_saved_and_loaded_is_the_same_panel(tmp_path):
