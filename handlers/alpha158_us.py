@@ -90,7 +90,7 @@ class Alpha158US(Alpha158):
         learn = list(DEFAULT_LEARN_PROCESSORS if learn_processors is None else learn_processors)
         if any(_needs_fit(p) for p in infer + learn) and (fit_start_time is None or fit_end_time is None):
             raise ValueError(
-                "Alpha158US: a processor learns statistics but fit_start_time/fit_end_time are not set. "
+                f"{type(self).__name__}: a processor learns statistics but fit_start_time/fit_end_time are not set. "
                 "Set them to the train segment so that valid and test data are never used for fitting."
             )
         self.label_name = label

@@ -1,4 +1,4 @@
-"""Alpha158US: the chosen label, processors fit on train only, and no look-ahead in features."""
+"""Alpha158US and PriceBarsUS: the chosen label, processors fit on train only, and no look-ahead in features."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from helpers import qlib_features
 from qlib.data.dataset.handler import DataHandlerLP
-from storm_bt.handlers import Alpha158US, label_horizon
+from storm_bt.handlers import Alpha158US, PriceBarsUS, label_horizon
 
 from storm_bt.data.csv_source import load_csv_dir
 from storm_bt.data.provider import write_provider
@@ -25,10 +25,10 @@ def provider(panel, tmp_path_factory):
     return path
 
 
-def _handler(provider, panel, fit_end: pd.Timestamp, **kwargs) -> Alpha158US:
+def _handler(provider, panel, fit_end: pd.Timestamp, kind: type[Alpha158US] = Alpha158US, **kwargs) -> Alpha158US:
     qlib_features(provider, ["SYN000"], ["$close"])  # (re)initialise Qlib on this provider
     first, last = panel["date"].min(), panel["date"].max()
-    return Alpha158US(
+    return kind(
         instruments="synth", start_time=first, end_time=last, fit_start_time=first, fit_end_time=fit_end, **kwargs
     )
 
@@ -63,7 +63,27 @@ def test_processors_fit_on_the_train_range_only(provider, panel):
     np.testing.assert_allclose(norm.mean_train, np.nanmedian(train.to_numpy(), axis=0), rtol=1e-6)
 
 
-def test_no_look_ahead_in_alpha158_features(panel, tmp_path):
+def test_price_bars_are_each_session_against_the_previous_adjusted_close(provider, panel):
+    handler = _handler(provider, panel, panel["date"].iloc[150], PriceBarsUS)
+    got = handler.fetch(col_set="feature", data_key=DataHandlerLP.DK_R)
+    assert list(got.columns) == ["RET", "OPEN", "HIGH", "LOW", "VWAP", "VOLUME"]
+    wide = {f: panel.pivot(index="date", columns="instrument", values=f) for f in ("open", "high", "low", "close")}
+    factor = panel.pivot(index="date", columns="instrument", values="adj_close") / wide["close"]
+    adjusted = {f: wide[f] * factor for f in wide}
+    previous = adjusted["close"].shift(1)
+    adjusted["vwap"] = (adjusted["high"] + adjusted["low"] + adjusted["close"]) / 3
+    for name, field in [("RET", "close"), ("OPEN", "open"), ("HIGH", "high"), ("LOW", "low"), ("VWAP", "vwap")]:
+        expected = (adjusted[field] / previous - 1).stack().rename_axis(["datetime", "instrument"]).reindex(got.index)
+        mask = expected.notna()
+        assert mask.sum() > 3000, name
+        np.testing.assert_allclose(got.loc[mask, name], expected[mask], rtol=1e-4, atol=1e-6, err_msg=name)
+    volume = panel.pivot(index="date", columns="instrument", values="volume") / factor
+    relative = (volume / volume.rolling(20, min_periods=1).mean() - 1).stack().rename_axis(["datetime", "instrument"])
+    np.testing.assert_allclose(got["VOLUME"], relative.reindex(got.index), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", [Alpha158US, PriceBarsUS])
+def test_no_look_ahead_in_features(panel, tmp_path, kind):
     """Perturbing every price and volume after date t changes no feature at or before t."""
     dates = np.sort(panel["date"].unique())
     t, fit_end = pd.Timestamp(dates[200]), pd.Timestamp(dates[150])
@@ -79,7 +99,7 @@ def test_no_look_ahead_in_alpha158_features(panel, tmp_path):
 
     frames = {}
     for name in ("orig", "shaken"):
-        handler = _handler(tmp_path / name, panel, fit_end)
+        handler = _handler(tmp_path / name, panel, fit_end, kind)
         frames[name] = {
             key: handler.fetch(col_set="feature", data_key=key) for key in (DataHandlerLP.DK_R, DataHandlerLP.DK_I)
         }
