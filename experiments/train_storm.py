@@ -47,9 +47,12 @@ def workflow_model(config: dict[str, Any], overrides: list[str]) -> StormModel:
             raise SystemExit(f"--set takes key=value, got {item!r}.")
         kwargs[key] = YAML(typ="safe").load(value)
     try:
-        return StormModel(**kwargs)
+        storm = StormModel(**kwargs)
     except ValueError as exc:  # a bad setting fails here, before any data is built
         raise SystemExit(str(exc)) from exc
+    if storm.members != 1 or storm.refit:
+        raise SystemExit("train_storm.py trains one network on train, validated on valid; members and refit need qrun.")
+    return storm
 
 
 def peak_memory_mib(device: torch.device) -> float:
@@ -78,8 +81,8 @@ def main() -> None:
     panel = Panel.load(panel_file)
     segments = config["task"]["dataset"]["kwargs"]["segments"]
     cfg = model.network.configure(len(panel.instruments), panel.features.shape[2], **model.network_config)
-    train = WindowDataset.labelled(panel, cfg.window, *segments["train"])
-    valid = WindowDataset.labelled(panel, cfg.window, *segments["valid"])
+    train = WindowDataset.labelled(panel, cfg.window, *segments["train"], model.target_days)
+    valid = WindowDataset.labelled(panel, cfg.window, *segments["valid"])  # judged on the day's label, as in fit
     state.print(
         f"{args.workflow}: {model.preset} preset, {len(panel.instruments)} stocks x "
         f"{panel.features.shape[2]} features, {len(train)} train / {len(valid)} valid windows, "

@@ -44,9 +44,11 @@ def _train(cmd_head: list[str], workflow: Path, out: Path, *extra: str, threads:
     return subprocess.run([*cmd, *extra], capture_output=True, text=True, env=env, timeout=600, check=False)
 
 
-def test_one_process_trains_the_model_that_qlib_fits(workflow, tmp_path):
+@pytest.mark.parametrize("target_days", [1, 2])
+def test_one_process_trains_the_model_that_qlib_fits(workflow, tmp_path, target_days):
     path, config = workflow
-    done = _train([sys.executable], path, tmp_path, threads=torch.get_num_threads())  # this process's count
+    setting = ("--set", f"target_days={target_days}")
+    done = _train([sys.executable], path, tmp_path, *setting, threads=torch.get_num_threads())  # this process's count
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 epochs in this run" in done.stdout and "train samples/s" in done.stdout
     assert len(list((tmp_path / "panels").glob("*.npz"))) == 1
@@ -55,7 +57,7 @@ def test_one_process_trains_the_model_that_qlib_fits(workflow, tmp_path):
     qlib_features(Path(config["qlib_init"]["provider_uri"]), ["SYN000"], ["$close"])  # Qlib on this provider
     dataset = init_instance_by_config(config["task"]["dataset"])
     assert isinstance(dataset, DatasetH)
-    kwargs = {**config["task"]["model"]["kwargs"], "run_dir": str(tmp_path / "qlib_run")}
+    kwargs = {**config["task"]["model"]["kwargs"], "run_dir": str(tmp_path / "qlib_run"), "target_days": target_days}
     StormModel(**kwargs).fit(dataset)
     qlib_history = json.loads((tmp_path / "qlib_run" / "history.json").read_text())
     assert script_history == qlib_history  # same data, model, seed and schedule: the same epochs exactly
@@ -66,6 +68,14 @@ def test_a_setting_override_that_is_not_a_training_setting_is_refused(workflow, 
     done = _train([sys.executable], path, tmp_path, "--set", "learning_rate=0.1", threads=1)
     assert done.returncode != 0 and "Unknown training setting(s) ['learning_rate']" in done.stderr
     assert not (tmp_path / "panels").exists()  # refused before any data was built
+
+
+@pytest.mark.parametrize("setting", ["members=3", "refit=true"])
+def test_members_and_refit_are_refused_instead_of_ignored(workflow, tmp_path, setting):
+    path, _ = workflow
+    done = _train([sys.executable], path, tmp_path, "--set", setting, threads=1)
+    assert done.returncode != 0 and "members and refit need qrun" in done.stderr
+    assert not (tmp_path / "panels").exists()
 
 
 @pytest.mark.parametrize("ablation", [None, "ts_only"])
