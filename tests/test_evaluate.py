@@ -41,6 +41,7 @@ def test_shipped_evaluation_config_loads_with_paths_beside_it():
         (_raw(extra=1), "unknown keys"),
         (_raw(models={"STORM": "no_such_workflow.yaml"}), "not found"),
         (_raw(models={"A": "workflow_lgbm_alpha158_dj30.yaml", "a": "workflow_lgbm_alpha158_dj30.yaml"}), "unique"),
+        (_raw(models={"STORM, 64 days": "workflow_storm_small_dj30.yaml"}), "may not contain ','"),
         (_raw(seeds=[]), "at least one"),
         (_raw(seeds=5), "seeds must be a list of whole numbers, got 5"),
         (_raw(seeds="012"), "seeds must be a list of whole numbers"),

@@ -107,6 +107,8 @@ class EvalConfig:
         names = [m.name for m in self.entries]
         if len(set(names)) != len(names) or len({m.slug for m in self.entries}) != len(names):
             raise ValueError(f"Model and ablation names must be unique (also once lower-cased); got {names}.")
+        if with_comma := [name for name in [*names, *self.selections] if "," in name]:
+            raise ValueError(f"Names may not contain ',' (--models separates names by commas): {with_comma}.")
         check_keys(self.data, {"provider_uri", "market", "benchmark", "segments", "fractions"}, where="data")
         if "segments" in self.data and "fractions" in self.data:
             raise ValueError("data: give segments or fractions, not both.")
