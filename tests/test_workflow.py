@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from storm_bt.handlers import label_horizon
+from storm_bt.handlers.alpha158_us import DEFAULT_INFER_PROCESSORS
 
 from storm_bt.data.calendar import nyse_sessions
 from storm_bt.model.config import ABLATIONS
@@ -109,6 +110,10 @@ def test_workflows_of_a_universe_share_one_protocol(universe):
             klass = (handler.pop("class"), handler.pop("module_path"))
             assert klass == ("PriceBarsUS", "storm_bt.handlers.price_bars_us"), path.name
             handler = {**protocol["task"]["dataset"]["kwargs"]["handler"], **handler}
+        if "_alpha20_" in path.stem:  # 20 of Alpha158's columns, kept before the default normalisation
+            first, *infer = handler["kwargs"].pop("infer_processors")
+            assert first["class"] == "FilterCol" and len(set(first["kwargs"]["col_list"])) == 20, path.name
+            assert infer == [dict(p) for p in DEFAULT_INFER_PROCESSORS], path.name
         assert handler == protocol["task"]["dataset"]["kwargs"]["handler"], path.name
         assert workflow_segments(config) == workflow_segments(protocol), path.name
 
