@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -158,7 +157,7 @@ def _numbers(text: str, flag: str) -> list[int]:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from storm_bt.pipelines.eval_config import EvalConfig
+    from storm_bt.pipelines.eval_config import EvalConfig, subset_folder
     from storm_bt.pipelines.evaluate import run_evaluation
 
     cfg = EvalConfig.from_yaml(args.config).subset(
@@ -168,21 +167,24 @@ def _evaluate(args: argparse.Namespace) -> None:
     )
     executor, threads = _executor(args)
     folds = _numbers(args.folds, "--folds") if args.folds else None
-    subset = [
-        f"{flag}-{value}"
-        for flag, value in (
-            ("models", args.models),
-            ("seeds", args.seeds),
-            ("folds", args.folds),
-            ("baseline", args.baseline),
-        )
-        if value
-    ]
-    tables_dir = (
-        Path(args.out) / "subsets" / re.sub(r"[^A-Za-z0-9,-]+", "_", "_".join(subset)) if subset else Path(args.out)
-    )
+    flags = {"models": args.models, "seeds": args.seeds, "folds": args.folds, "baseline": args.baseline}
+    subset = subset_folder(flags)
+    tables_dir = Path(args.out) / "subsets" / subset if subset else Path(args.out)
     tables = run_evaluation(cfg, args.out, executor, threads, folds, tables_dir)
     log.info("Tables (%s):\n%s", tables_dir / "tables.md", tables)
+
+
+def _family(args: argparse.Namespace) -> None:
+    from storm_bt.io import atomic_write_text
+    from storm_bt.pipelines.snooping import family_from_results, format_family_test
+
+    test, sources = family_from_results(args.results, args.baseline)
+    lines = [*format_family_test(test, args.baseline), "", "| model | from |", "|---|---|"]
+    lines += [f"| {model} | {path} |" for model, path in sources.items()]
+    text = "\n".join([*lines, ""])
+    if args.out:
+        atomic_write_text(Path(args.out), text)
+    log.info("%s", text)
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -309,6 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", help="with rolling: run only these folds (positions from 0, e.g. 0,4,9)")
     p.add_argument("--baseline", help="compare against this model or ablation instead of the config's baseline")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser(
+        "family", help="does any model of a search beat the baseline? (SPA and StepM over walk-forward results)"
+    )
+    p.add_argument("results", nargs="+", help="walk-forward results.csv files; a model in several: the last one's")
+    p.add_argument("--baseline", required=True, help="the model every other one is tested against, e.g. LightGBM")
+    p.add_argument("--out", help="markdown file to write the test to (replaced atomically)")
+    p.set_defaults(func=_family)
 
     p = sub.add_parser("report", help="HTML report with figures for a qrun run folder and/or a trading run folder")
     p.add_argument("run", help="folder qrun ran in (mlruns.db) and/or a `storm-bt trade` run folder")

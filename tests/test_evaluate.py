@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from storm_bt.pipelines import eval_config
-from storm_bt.pipelines.eval_config import EvalConfig, model_workflow, run_folder
+from storm_bt.pipelines.eval_config import SUBSET_NAME_CHARS, EvalConfig, model_workflow, run_folder, subset_folder
 from storm_bt.pipelines.evaluate import format_eval_tables
 from storm_bt.workflows.qrun import check_workflow_split
 from storm_bt.workflows.segments import Segments
@@ -105,6 +105,15 @@ def test_a_changed_model_source_is_another_run_and_other_libraries_are_not_hashe
     monkeypatch.setattr(eval_config, "model_source_digest", lambda m: None if m.startswith("qlib") else "edited")
     assert run_folder(tmp_path, "run", storm, threads=1) != before[0]
     assert run_folder(tmp_path, "run", lgbm, threads=1) == before[1]
+
+
+def test_a_subset_folder_is_readable_and_a_whole_search_still_fits_a_file_name():
+    assert subset_folder({"models": "LightGBM", "seeds": None, "folds": "1"}) == "models-LightGBM_folds-1"
+    assert subset_folder({"models": None}) == ""
+    search = ",".join(f"STORM (small) variant number {k}" for k in range(18))
+    long, other = subset_folder({"models": search}), subset_folder({"models": search + "9"})
+    assert len(long) == SUBSET_NAME_CHARS and long.startswith("models-STORM_small_variant_number_0,")
+    assert long != other  # cut names stay apart: the digest keys the whole list
 
 
 def test_missing_provider_is_named_before_any_run(tmp_path):

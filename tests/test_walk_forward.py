@@ -16,6 +16,7 @@ import pytest
 import torch
 from qlib.data.dataset.handler import DataHandlerLP
 
+from storm_bt.cli import main
 from storm_bt.data.csv_source import load_csv_dir
 from storm_bt.data.provider import read_calendar, write_provider
 from storm_bt.data.synthetic import SyntheticMarketConfig, write_market_csvs
@@ -24,6 +25,7 @@ from storm_bt.pipelines.eval_config import EvalConfig, Selection
 from storm_bt.pipelines.report import write_report
 from storm_bt.pipelines.selection import choose_on_past_folds, choose_on_valid
 from storm_bt.pipelines.significance import read_span_series
+from storm_bt.pipelines.snooping import family_test
 from storm_bt.pipelines.walk_forward import format_walk_forward_tables
 from storm_bt.workflows.prepared import prepare_handler
 from storm_bt.workflows.qrun import CHECKPOINTS, kept_valid_rank_ic, load_workflow, retarget
@@ -93,6 +95,8 @@ def test_significance_separates_a_learning_model_from_a_shuffled_label_placebo(w
     assert "Newey-West" in tables and "Δ Rank IC vs LightGBM" in tables and "| Shuffled labels, seeds (n=1) |" in tables
     t = results.loc["LightGBM", "RankIC.t"]
     assert f"| {results.loc['LightGBM', 'Rank IC']:.4f} | {t:.2f} |" in tables
+    assert json.loads((out / "evaluate.json").read_text())["family"] is None  # one model beside the baseline
+    assert "as a family" not in tables
 
 
 def test_the_tables_t_over_seeds_is_the_one_sample_t_of_the_seeds_differences(walk_forward):
@@ -251,6 +255,23 @@ def test_a_past_folds_selection_takes_the_first_candidate_then_the_better_record
     described = json.loads((copy / "evaluate.json").read_text())
     assert described["recommended"] == [{"selection": "Chosen on the record", "seed": 0, "chosen": "LightGBM"}]
     assert described["selections"] == {"Chosen on the record": rule}
+
+    others = pd.DataFrame({m: daily[m] for m in ["Shuffled labels", "Chosen on the record"]})
+    family = family_test(daily["LightGBM"], others)  # two models beside the baseline: tested as a family
+    assert described["family"] == family.to_dict() and described["family"]["days"] >= 235
+    assert "## The models as a family (the search counted)" in tables
+    assert f"Hansen's SPA p-value that no model beats LightGBM: **{family.p_consistent:.3f}**" in tables
+
+    # The same family from the results file, as `storm-bt family` reads a search spread over evaluations;
+    # a model named in two files comes from the last one: a stale span listed first is never read.
+    stale = pd.read_csv(copy / "results.csv").assign(span=str(tmp_path / "nowhere"))
+    stale.to_csv(tmp_path / "stale.csv", index=False)
+    report = tmp_path / "family.md"
+    argv = ["family", str(tmp_path / "stale.csv"), str(copy / "results.csv"), "--baseline", "LightGBM"]
+    assert main([*argv, "--out", str(report)]) == 0
+    assert f"**{family.p_consistent:.3f}**" in report.read_text()
+    assert f"| Shuffled labels | {copy / 'results.csv'} |" in report.read_text()
+    assert main(["family", str(copy / "results.csv"), str(tmp_path / "stale.csv"), "--baseline", "LightGBM"]) == 2
 
 
 def test_processors_fit_per_fold_ignore_prices_after_the_folds_train_end(market, tmp_path):

@@ -45,6 +45,7 @@ __all__ = [
     "model_workflow",
     "run_folder",
     "slug",
+    "subset_folder",
     "workflow_on_data",
 ]
 
@@ -54,6 +55,21 @@ log = logging.getLogger(__name__)
 def slug(name: str) -> str:
     """A row's folder name under ``runs/`` and ``spans/``: its name lower-cased, runs of other characters as ``_``."""
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+SUBSET_NAME_CHARS = 120
+"""The longest readable subset folder name; a longer one is cut and keyed by a digest of the whole
+(file systems refuse names over 255 bytes, and ``--models`` may list a whole search)."""
+
+
+def subset_folder(flags: dict[str, str | None]) -> str:
+    """The folder under ``subsets/`` of a screening run: the flags that narrow the config, readable,
+    e.g. ``models-LightGBM_folds-1``; cut to SUBSET_NAME_CHARS and keyed by a digest when longer."""
+    name = re.sub(r"[^A-Za-z0-9,-]+", "_", "_".join(f"{flag}-{value}" for flag, value in flags.items() if value))
+    if len(name) <= SUBSET_NAME_CHARS:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{name[: SUBSET_NAME_CHARS - len(digest) - 1]}_{digest}"
 
 
 @dataclass(frozen=True)

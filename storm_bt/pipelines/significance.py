@@ -20,6 +20,7 @@ from storm_bt.workflows.runs import load_artifacts
 
 __all__ = [
     "BOOTSTRAP",
+    "ENSEMBLE",
     "SIGNIFICANCE_COLUMNS",
     "SpanSeries",
     "compare",
@@ -28,6 +29,9 @@ __all__ = [
     "read_span_series",
     "seed_t",
 ]
+
+ENSEMBLE = "ensemble"
+"""The seed of a row that is the seed ensemble's span."""
 
 BOOTSTRAP = {"block": 20, "reps": 2000, "level": 0.95, "seed": 0}
 """Stationary bootstrap of the Sharpe difference: mean block length (sessions), resamples, level, seed."""

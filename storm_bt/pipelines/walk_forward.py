@@ -45,7 +45,16 @@ from storm_bt.pipelines.eval_config import (
     slug,
 )
 from storm_bt.pipelines.selection import choose_on_past_folds, choose_on_valid, format_choices
-from storm_bt.pipelines.significance import SpanSeries, compare, method_note, read_rank_ic, read_span_series, seed_t
+from storm_bt.pipelines.significance import (
+    ENSEMBLE,
+    SpanSeries,
+    compare,
+    method_note,
+    read_rank_ic,
+    read_span_series,
+    seed_t,
+)
+from storm_bt.pipelines.snooping import FamilyTest, family_test, format_family_test
 from storm_bt.pipelines.tables import mean_std
 from storm_bt.workflows.prepared import handler_key, prepare_handler, with_prepared_handler
 from storm_bt.workflows.qrun import (
@@ -69,7 +78,6 @@ __all__ = ["format_walk_forward_tables", "run_walk_forward"]
 log = logging.getLogger(__name__)
 
 FOLD_RECORDS = ("SignalRecord", "SigAnaRecord")  # per fold: its predictions and its own IC
-ENSEMBLE = "ensemble"
 CHOICE_COLUMNS = ["selection", "seed", "fold", "chosen"]  # one selection's choice for one seed and fold
 RECOMMENDED_COLUMNS = ["selection", "seed", "chosen"]  # a past-folds selection's choice after the record
 
@@ -277,6 +285,7 @@ def run_walk_forward(
     run_all(executor, [_span_task(s, analysis[s.name], threads) for s in todo])
 
     results, series = _results(cfg, spans)
+    family = _family_test(series, cfg.baseline_name)
     atomic_write_text(tables_dir / "results.csv", results.to_csv(index=False))
     described = describe(cfg, first, threads) | {
         "rolling": {k: str(v) for k, v in vars(cfg.rolling).items()},
@@ -285,9 +294,10 @@ def run_walk_forward(
         "selections": {name: vars(selection) for name, selection in cfg.selections.items()},
         "chosen": choices.to_dict("records"),
         "recommended": recommended.to_dict("records"),
+        "family": family.to_dict() if family else None,
     }
     atomic_write_text(tables_dir / "evaluate.json", json.dumps(described, indent=2, default=str))
-    tables = format_walk_forward_tables(results, described, _fold_rank_ic(series, folds, selected), choices)
+    tables = format_walk_forward_tables(results, described, _fold_rank_ic(series, folds, selected), choices, family)
     atomic_write_text(tables_dir / "tables.md", tables)
     return tables
 
@@ -327,17 +337,29 @@ def _results(cfg: EvalConfig, spans: list[Span]) -> tuple[pd.DataFrame, dict[tup
     return pd.DataFrame(rows), series
 
 
+def _per_model(series: dict[tuple[str, int | str], SpanSeries]) -> dict[str, SpanSeries]:
+    """Each model's ensemble span, or its one seed's."""
+    return {model: s for (model, seed), s in series.items() if seed == ENSEMBLE or (model, ENSEMBLE) not in series}
+
+
+def _family_test(series: dict[tuple[str, int | str], SpanSeries], baseline: str) -> FamilyTest | None:
+    """Every other model against the baseline as one family; None without a baseline or two others."""
+    per_model = _per_model(series)
+    if baseline not in per_model or len(per_model) < 3:
+        return None
+    others = pd.DataFrame({m: s.rank_ic for m, s in per_model.items() if m != baseline})
+    return family_test(per_model[baseline].rank_ic, others)
+
+
 def _fold_rank_ic(
     series: dict[tuple[str, int | str], SpanSeries], folds: list[Segments], selected: list[int]
 ) -> pd.DataFrame:
     """Mean daily RankIC of each model (its ensemble, or its one seed) within each fold's test period."""
-    table = {}
-    for (model, seed), s in series.items():
-        if seed == ENSEMBLE or (model, ENSEMBLE) not in series:
-            table[model] = {
-                f"{folds[k].test[0]:%Y-%m-%d}": s.rank_ic.loc[folds[k].test[0] : folds[k].test[1]].mean()
-                for k in selected
-            }
+    periods = {f"{folds[k].test[0]:%Y-%m-%d}": folds[k].test for k in selected}
+    table = {
+        model: {label: s.rank_ic.loc[start:end].mean() for label, (start, end) in periods.items()}
+        for model, s in _per_model(series).items()
+    }
     return pd.DataFrame(table).T
 
 
@@ -352,11 +374,15 @@ def _interval(row: pd.Series) -> str:
 
 
 def format_walk_forward_tables(
-    results: pd.DataFrame, described: dict[str, Any], fold_rank_ic: pd.DataFrame, choices: pd.DataFrame | None = None
+    results: pd.DataFrame,
+    described: dict[str, Any],
+    fold_rank_ic: pd.DataFrame,
+    choices: pd.DataFrame | None = None,
+    family: FamilyTest | None = None,
 ) -> str:
-    """Markdown: factor quality with t-stats and differences against the baseline, the TopK-Drop
-    portfolio over the span with the Sharpe difference interval, RankIC per fold, and what each
-    selection chose."""
+    """Markdown: factor quality with t-stats and differences against the baseline, the models as a
+    family against it, the TopK-Drop portfolio over the span with the Sharpe difference interval,
+    RankIC per fold, and what each selection chose."""
     data, rolling = described["data"], described["rolling"]
     folds, baseline = described["folds"], described["baseline"]
     span = (folds[0]["test"][0], folds[-1]["test"][1])
@@ -390,6 +416,8 @@ def format_walk_forward_tables(
         for _, row in rows[rows["seed"] == ENSEMBLE].iterrows():
             cells = [*_cells(row.to_frame().T, factor, digits), ""]
             lines.append(f"| {model}, ensemble | " + " | ".join(cells) + " |")
+    if family is not None:
+        lines += ["", *format_family_test(family, baseline)]
     portfolio = {m: f"paper.{m}" for m in PM}
     lines += ["", "## TopK-Drop portfolio (out of sample, whole span, net of costs)", ""]
     lines += ["| model | " + " | ".join(portfolio) + f" | Δ ASR vs {baseline} [95% CI] |", "|" + "---|" * (len(PM) + 2)]
