@@ -63,10 +63,10 @@ def family_test(baseline: pd.Series, models: pd.DataFrame) -> FamilyTest | None:
     """
     if models.shape[1] < 2:
         raise ValueError(f"A family test needs at least 2 models beside the baseline, got {list(models.columns)}.")
-    days = pd.concat({"baseline": baseline, **{m: models[m] for m in models}}, axis=1, join="inner").dropna()
-    if len(days) < MIN_BLOCKS * BOOTSTRAP["block"]:
+    shared = models.dropna().index.intersection(baseline.dropna().index)  # by index: any model name works
+    if len(shared) < MIN_BLOCKS * BOOTSTRAP["block"]:
         return None
-    base = days.pop("baseline")
+    days, base = models.loc[shared], baseline.loc[shared]
     ranked = days.sub(base, axis=0).mean().sort_values(ascending=False)
     # arch's tests rank losses (lower is better): the negative Rank IC.
     settings = {"block_size": BOOTSTRAP["block"], "reps": BOOTSTRAP["reps"], "bootstrap": "stationary"}
