@@ -68,6 +68,20 @@ def _ingest(args: argparse.Namespace) -> None:
     )
 
 
+def _pool(args: argparse.Namespace) -> None:
+    from storm_bt.data.pooled import write_pooled_universe
+
+    members = write_pooled_universe(args.qlib_dir, args.name, args.keep, args.pool, args.size, args.sessions)
+    log.info(
+        "universe %s of %s: %d names (%s and the most traded of %s)",
+        args.name,
+        args.qlib_dir,
+        len(members),
+        args.keep,
+        args.pool,
+    )
+
+
 def _synth(args: argparse.Namespace) -> None:
     from storm_bt.data.synthetic import SyntheticMarketConfig, write_market_csvs
 
@@ -258,6 +272,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--benchmark-name", help="instrument name of the benchmark (default: <UNIVERSE>_EW)")
     p.set_defaults(func=_ingest)
+
+    p = data.add_parser(
+        "pool", help="a training universe: one universe plus the most traded names of another, in one provider"
+    )
+    p.add_argument("--qlib-dir", required=True, help="Qlib provider holding both universes")
+    p.add_argument("--name", required=True, help="name of the universe to write (instruments/<NAME>.txt)")
+    p.add_argument("--keep", required=True, help="universe whose names are all members (the one a model is judged on)")
+    p.add_argument("--from", dest="pool", required=True, help="universe the other members are drawn from")
+    p.add_argument("--size", type=_at_least(1), required=True, help="members in all")
+    p.add_argument(
+        "--sessions",
+        type=_at_least(1),
+        default=252,
+        help="rank by mean traded value over the provider's first SESSIONS sessions (keep them inside training)",
+    )
+    p.set_defaults(func=_pool)
 
     p = data.add_parser("synth", help="a seeded synthetic market with a planted, learnable signal")
     p.add_argument("--out", required=True, help="folder for the per-ticker CSV files")

@@ -20,6 +20,7 @@ from storm_bt.cli import main
 from storm_bt.data.csv_source import load_csv_dir
 from storm_bt.data.provider import read_calendar, write_provider
 from storm_bt.data.synthetic import SyntheticMarketConfig, write_market_csvs
+from storm_bt.metrics import daily_rank_ic
 from storm_bt.model.trainer import BEST, HISTORY
 from storm_bt.pipelines.eval_config import EvalConfig, Selection
 from storm_bt.pipelines.report import write_report
@@ -272,6 +273,58 @@ def test_a_past_folds_selection_takes_the_first_candidate_then_the_better_record
     assert f"**{family.p_consistent:.3f}**" in report.read_text()
     assert f"| Shuffled labels | {copy / 'results.csv'} |" in report.read_text()
     assert main(["family", str(copy / "results.csv"), str(tmp_path / "stale.csv"), "--baseline", "LightGBM"]) == 2
+
+
+def _core_provider(market: tuple[Path, Path], root: Path) -> list[str]:
+    """A copy of the market's provider with a universe 'core' of its first 8 names beside 'synth'."""
+    csv, provider = market
+    shutil.copytree(provider, root)
+    panel = load_csv_dir(csv)
+    core = sorted(panel["instrument"].unique())[:8]
+    write_provider(panel[panel["instrument"].isin(core)], root, "core")
+    return core
+
+
+def test_a_model_trained_on_a_wider_universe_is_judged_on_its_score_universe_alone(market, tmp_path):
+    core = _core_provider(market, tmp_path / "qlib")
+    lgbm = str(EXPERIMENTS / "workflow_lgbm_alpha158_dj30.yaml")
+    config = {
+        "seeds": [0],
+        "data": {"provider_uri": str(tmp_path / "qlib"), "market": "synth", "benchmark": "SYNTH_EW"},
+        "rolling": _rolling(tmp_path / "qlib"),
+        "models": {"All names": lgbm, "Core names": {"workflow": lgbm, "score_universe": "core"}},
+    }
+    path = tmp_path / "evaluate.yaml"
+    path.write_text(json.dumps(config))
+    _evaluate(path, tmp_path / "out", "--jobs", "1", "--threads", "1")
+    runs = {name: sorted((tmp_path / "out" / "runs" / name).glob("fold*")) for name in ("all_names", "core_names")}
+    whole, scored = (stitch_predictions(runs[name]) for name in ("all_names", "core_names"))
+    in_core = whole[0].index.get_level_values("instrument").isin(core)
+    assert len(whole[0].index.get_level_values("instrument").unique()) == 20
+    pd.testing.assert_frame_equal(scored[0], whole[0][in_core])  # same training, only the record differs
+    pd.testing.assert_frame_equal(scored[1], whole[1][in_core])
+    results = pd.read_csv(tmp_path / "out" / "results.csv").set_index("model")
+    span = read_span_series(results.loc["Core names", "span"]).rank_ic
+    expected = daily_rank_ic(whole[0]["score"][in_core], whole[1].iloc[:, 0][in_core]).dropna()
+    pd.testing.assert_series_equal(span, expected, check_names=False)
+
+
+def test_a_score_universe_the_model_did_not_train_on_is_refused_naming_the_names(market, tmp_path):
+    _core_provider(market, tmp_path / "qlib")
+    lgbm = str(EXPERIMENTS / "workflow_lgbm_alpha158_dj30.yaml")
+    config = {
+        "seeds": [0],
+        "data": {"provider_uri": str(tmp_path / "qlib"), "market": "core", "benchmark": "SYNTH_EW"},
+        "rolling": _rolling(tmp_path / "qlib"),
+        "models": {"Core names": {"workflow": lgbm, "score_universe": "synth"}},
+    }
+    path = tmp_path / "evaluate.yaml"
+    path.write_text(json.dumps(config))
+    cmd = [sys.executable, "-m", "storm_bt.cli", "evaluate", "--config", str(path), "--out", str(tmp_path / "out")]
+    done = subprocess.run([*cmd, "--folds", "0", "--threads", "1"], capture_output=True, text=True, check=False)
+    log = done.stderr + "".join(p.read_text() for p in (tmp_path / "out").rglob("*.log"))
+    assert done.returncode != 0
+    assert "predicted no score for 12 names of universe 'synth'" in log
 
 
 def test_processors_fit_per_fold_ignore_prices_after_the_folds_train_end(market, tmp_path):

@@ -39,6 +39,7 @@ from storm_bt.io import atomic_write_text, exclusive, staged_dir
 
 __all__ = [
     "FIELDS",
+    "META_FILE",
     "ProviderSummary",
     "benchmark_name",
     "check_provider",
@@ -47,6 +48,8 @@ __all__ = [
     "provider_fields",
     "read_bin",
     "read_calendar",
+    "read_instruments",
+    "write_instruments",
     "write_provider",
 ]
 
@@ -56,7 +59,7 @@ FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume", "factor", "
 _BIN_DTYPE = "<f4"
 _FLOAT32_EPS = 1e-6
 _OVERLAP_RTOL = 1e-4  # adjusted returns of re-downloaded history must agree to this relative level
-_META_FILE = "storm_bt_provider.json"
+META_FILE = "storm_bt_provider.json"
 _SCALE_POWER = {"open": 1, "high": 1, "low": 1, "close": 1, "vwap": 1, "factor": 1, "volume": -1, "change": 0}
 """How a field moves when the adjustment basis is multiplied by ``scale``: ``value * scale**power``."""
 
@@ -130,7 +133,8 @@ def _write_calendar(root: Path, calendar: pd.DatetimeIndex) -> None:
     atomic_write_text(root / "calendars" / "day.txt", "\n".join(f"{d:%Y-%m-%d}" for d in calendar) + "\n")
 
 
-def _read_instruments(root: Path, name: str) -> pd.DataFrame:
+def read_instruments(root: Path, name: str) -> pd.DataFrame:
+    """``instruments/<name>.txt`` as a frame of each member's first and last session (empty if absent)."""
     path = root / "instruments" / f"{name}.txt"
     if not path.exists():
         return pd.DataFrame(columns=["start", "end"], index=pd.Index([], name="instrument"))
@@ -138,7 +142,8 @@ def _read_instruments(root: Path, name: str) -> pd.DataFrame:
     return frame.set_index("instrument")
 
 
-def _write_instruments(root: Path, name: str, ranges: pd.DataFrame) -> None:
+def write_instruments(root: Path, name: str, ranges: pd.DataFrame) -> None:
+    """Write ``instruments/<name>.txt`` atomically from a frame of first and last sessions."""
     lines = [f"{inst}\t{r.start:%Y-%m-%d}\t{r.end:%Y-%m-%d}" for inst, r in ranges.sort_index().iterrows()]
     atomic_write_text(root / "instruments" / f"{name}.txt", "\n".join(lines) + "\n")
 
@@ -187,8 +192,8 @@ def _fresh(stage: Path, fields: dict[str, pd.DataFrame], universe: str, bench: s
         _write_instrument(stage, str(inst), fields, span, position)
     _write_benchmark(stage, bench, bench_level, calendar)
     _write_calendar(stage, calendar)
-    _write_instruments(stage, "all", ranges)
-    _write_instruments(stage, universe, ranges)
+    write_instruments(stage, "all", ranges)
+    write_instruments(stage, universe, ranges)
     return len(calendar)
 
 
@@ -230,7 +235,7 @@ def _update(stage: Path, fields: dict[str, pd.DataFrame], universe: str, bench: 
     extra = nyse_sessions(old_calendar[-1], max(new_index[-1], old_calendar[-1]))[1:]
     calendar = old_calendar.append(extra)
     position = pd.Series(np.arange(len(calendar)), index=calendar)
-    stored = _read_instruments(stage, "all")
+    stored = read_instruments(stage, "all")
     ranges = _instrument_ranges(fields)
     for inst, span in ranges.iterrows():
         inst = str(inst)
@@ -245,9 +250,9 @@ def _update(stage: Path, fields: dict[str, pd.DataFrame], universe: str, bench: 
         ranges.loc[inst] = [stored.at[inst, "start"], max(end, span.end)]
     _extend_benchmark(stage, bench, bench_level, calendar)
     merged = pd.concat([stored.drop(index=ranges.index, errors="ignore"), ranges])
-    _write_instruments(stage, "all", merged)
-    members = _read_instruments(stage, universe).index.union(ranges.index)
-    _write_instruments(stage, universe, merged.loc[members])
+    write_instruments(stage, "all", merged)
+    members = read_instruments(stage, universe).index.union(ranges.index)
+    write_instruments(stage, universe, merged.loc[members])
     _write_calendar(stage, calendar)
     return len(extra)
 
@@ -321,7 +326,7 @@ def check_provider(root: str | Path) -> None:
     calendar = read_calendar(root)
     position = pd.Series(np.arange(len(calendar)), index=calendar)
     listing = root / "instruments" / "all.txt"
-    for inst, span in _read_instruments(root, "all").iterrows():
+    for inst, span in read_instruments(root, "all").iterrows():
         if span.start not in position.index or span.end not in position.index:
             raise DataValidationError(
                 f"{listing}: {inst} spans {span.start.date()}..{span.end.date()}, which is not inside "
@@ -345,7 +350,7 @@ def _stage_write(
     """Write (or extend) the provider in a staging folder that replaces ``root`` only if all of it succeeded."""
     with staged_dir(root, copy_existing=extend) as stage:
         added = (_update if extend else _fresh)(stage, fields, universe, bench, level)
-        meta_path = stage / _META_FILE
+        meta_path = stage / META_FILE
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"universes": {}}
         meta["universes"][universe] = {"benchmark": bench, "instruments": int(fields["close"].shape[1])}
         meta["vwap"] = "estimated as adjusted (high + low + close) / 3; Yahoo publishes no VWAP"

@@ -32,6 +32,7 @@ from storm_bt.workflows.qrun import (
     retarget,
     workflow_segments,
 )
+from storm_bt.workflows.records import is_signal_record
 from storm_bt.workflows.rolling import RollingSpec
 from storm_bt.workflows.segments import Segments
 
@@ -74,11 +75,13 @@ def subset_folder(flags: dict[str, str | None]) -> str:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One row of a table: a workflow, and model kwargs that override the workflow's."""
+    """One row of a table: a workflow, model kwargs that override the workflow's, and the universe
+    its predictions are judged on when the workflow trains on a wider one (see ``UniverseSignalRecord``)."""
 
     name: str
     workflow: Path
     kwargs: dict[str, Any] = field(default_factory=dict)
+    score_universe: str | None = None
 
     @property
     def slug(self) -> str:
@@ -217,11 +220,14 @@ class EvalConfig:
             out = []
             for name, spec in (block or {}).items():
                 spec = {"workflow": spec} if isinstance(spec, str) else dict(spec)
-                check_keys(spec, {"workflow", "kwargs"}, required={"workflow"}, where=str(name))
+                check_keys(spec, {"workflow", "kwargs", "score_universe"}, required={"workflow"}, where=str(name))
                 workflow = (base / spec["workflow"]).resolve()
                 if not workflow.is_file():
                     raise ValueError(f"{name}: workflow {workflow} not found.")
-                out.append(ModelEntry(str(name), workflow, dict(spec.get("kwargs") or {})))
+                universe = spec.get("score_universe")
+                if universe is not None and (not isinstance(universe, str) or not universe):
+                    raise ValueError(f"{name}: score_universe must name a universe of the provider, got {universe!r}.")
+                out.append(ModelEntry(str(name), workflow, dict(spec.get("kwargs") or {}), universe))
             return out
 
         seeds = raw.get("seeds", [0, 1, 2])
@@ -301,7 +307,17 @@ def model_workflow(entry: ModelEntry, seed: int, data: dict[str, Any], threads: 
     kwargs["seed"] = seed
     if "num_threads" in kwargs:
         kwargs["num_threads"] = threads
+    if entry.score_universe is not None:
+        config["task"]["record"] = [_scored_on(r, entry.score_universe) for r in config["task"]["record"]]
     return config
+
+
+def _scored_on(record: dict[str, Any], universe: str) -> dict[str, Any]:
+    """A workflow's signal record replaced by one that keeps only ``universe``'s names."""
+    if not is_signal_record(record):
+        return record
+    kwargs = {**record.get("kwargs", {}), "universe": universe}
+    return {"class": "UniverseSignalRecord", "module_path": "storm_bt.workflows.records", "kwargs": kwargs}
 
 
 def run_folder(parent: Path, name: str, config: dict[str, Any], threads: int) -> Path:

@@ -69,6 +69,7 @@ from storm_bt.workflows.qrun import (
     retarget,
     run_workflow,
 )
+from storm_bt.workflows.records import is_signal_record
 from storm_bt.workflows.rolling import rolling_folds
 from storm_bt.workflows.segments import Segments
 from storm_bt.workflows.span import analyse_span, span_finished
@@ -77,7 +78,6 @@ __all__ = ["format_walk_forward_tables", "run_walk_forward"]
 
 log = logging.getLogger(__name__)
 
-FOLD_RECORDS = ("SignalRecord", "SigAnaRecord")  # per fold: its predictions and its own IC
 CHOICE_COLUMNS = ["selection", "seed", "fold", "chosen"]  # one selection's choice for one seed and fold
 RECOMMENDED_COLUMNS = ["selection", "seed", "chosen"]  # a past-folds selection's choice after the record
 
@@ -123,8 +123,13 @@ def _fold_workflow(entry: ModelEntry, seed: int, cfg: EvalConfig, fold: Segments
     """The model's workflow on ``fold``: handler and processors on the fold's dates, fold records only."""
     config = _on_segments(model_workflow(entry, seed, cfg.data, threads), fold)
     check_workflow_split(config)
-    config["task"]["record"] = [r for r in config["task"]["record"] if r["class"] in FOLD_RECORDS]
+    config["task"]["record"] = [r for r in config["task"]["record"] if _fold_record(r)]
     return config
+
+
+def _fold_record(record: dict[str, Any]) -> bool:
+    """Per fold: its predictions and its own IC; the rest of the analysis runs once on the span."""
+    return is_signal_record(record) or record["class"] == "SigAnaRecord"
 
 
 def _span_workflow(entry: ModelEntry, cfg: EvalConfig, folds: list[Segments], threads: int) -> dict[str, Any]:
@@ -140,7 +145,7 @@ def _digest(names: list[str]) -> str:
 def _plan(
     cfg: EvalConfig, out: Path, threads: int, folds: list[Segments], selected: list[int], provider: Path
 ) -> tuple[list[FoldRun], list[Span]]:
-    sha = provider_digest(provider)
+    digests = {provider: provider_digest(provider)}
     runs: list[FoldRun] = []
     spans: list[Span] = []
     for group, entries in (("model", cfg.models), ("ablation", cfg.ablations)):
@@ -151,12 +156,26 @@ def _plan(
                 for k in selected:
                     config = _fold_workflow(entry, seed, cfg, folds[k], threads)
                     run_dir = run_folder(out / "runs" / entry.slug, f"fold{k:02d}_seed{seed}", config, threads)
+                    sha = _provider_digest(entry, provider_path(config), provider, digests)
                     prepared = out / "prepared" / f"handler_{handler_key(config, sha)}.pkl"
                     mine.append(FoldRun(group, entry, seed, k, config, run_dir, prepared))
                 runs += mine
                 by_seed.append(mine)
             spans += _spans(group, entry.name, entry, by_seed, out / "spans" / entry.slug)
     return runs, spans
+
+
+def _provider_digest(entry: ModelEntry, own: Path, first: Path, digests: dict[Path, str]) -> str:
+    """The digest of the provider ``entry`` reads, once per provider; one on another calendar than the
+    first model's is refused, since the folds were cut on that calendar."""
+    if own not in digests:
+        if not read_calendar(own).equals(read_calendar(first)):
+            raise ValueError(
+                f"{entry.name}: its provider {own} has another calendar than {first}, on which the folds are cut; "
+                "ingest both universes over the same sessions."
+            )
+        digests[own] = provider_digest(own)
+    return digests[own]
 
 
 def _spans(
@@ -309,7 +328,7 @@ def _fit_kwargs(run: FoldRun) -> dict[str, Any]:
 def _span_task(span: Span, analysis: dict[str, Any], threads: int) -> Task:
     seeds = sorted({r.seed for r in span.runs})
     by_seed = [[str(r.run_dir) for r in span.runs if r.seed == s] for s in seeds]
-    records = [r for r in analysis["task"]["record"] if r["class"] != "SignalRecord"]
+    records = [r for r in analysis["task"]["record"] if not is_signal_record(r)]
     kwargs = {
         "seeds_fold_runs": by_seed,
         "span_dir": str(span.span_dir),
