@@ -138,7 +138,7 @@ def test_tables_show_mean_std_over_seeds_and_one_market_row():
                  "segments": {n: ["a", "b"] for n in ("train", "valid", "test")}, "backtest": ["a", "b"]},
         "label": {"name": "qlib", "expression": "e", "horizon_sessions": 2},
         "costs": {"open_cost": 0.0005, "close_cost": 0.0005, "deal_price": "close"},
-        "strategy": {}, "seeds": [0, 1, 2], "overrides": {}, "versions": {"torch": "2.13.0"},
+        "strategy": {}, "seeds": [0, 1, 2], "overrides": {}, "score_universes": {}, "versions": {"torch": "2.13.0"},
     }  # fmt: skip
     tables = format_eval_tables(results, described)
     pm = tables.split("## Portfolio management")[1].split("##")[0]

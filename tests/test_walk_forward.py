@@ -307,6 +307,10 @@ def test_a_model_trained_on_a_wider_universe_is_judged_on_its_score_universe_alo
     span = read_span_series(results.loc["Core names", "span"]).rank_ic
     expected = daily_rank_ic(whole[0]["score"][in_core], whole[1].iloc[:, 0][in_core]).dropna()
     pd.testing.assert_series_equal(span, expected, check_names=False)
+    assert (
+        "judged on another's (score_universe): Core names on core's names."
+        in (tmp_path / "out" / "tables.md").read_text()
+    )
 
 
 def test_a_score_universe_the_model_did_not_train_on_is_refused_naming_the_names(market, tmp_path):

@@ -367,6 +367,7 @@ def describe(cfg: EvalConfig, config: dict[str, Any], threads: int) -> dict[str,
         "seeds": cfg.seeds,
         "threads_per_run": threads,
         "overrides": {m.name: m.kwargs for m in cfg.entries if m.kwargs},
+        "score_universes": {m.name: m.score_universe for m in cfg.entries if m.score_universe},
         "versions": package_versions(),
     }
 
@@ -375,8 +376,10 @@ def described_lines(described: dict[str, Any], data_line: str, seeds_line: str) 
     """The header of a tables.md: the data and seeds as each evaluation words them, then the label,
     costs, strategy and package versions of :func:`describe`, worded once for every table."""
     label, costs = described["label"], described["costs"]
+    scored = "; ".join(f"{name} on {universe}'s names" for name, universe in described["score_universes"].items())
     return [
         data_line,
+        *([f"Trained on their workflow's universe, judged on another's (score_universe): {scored}."] if scored else []),
         f"Label: {label['name']} = `{label['expression']}` ({label['horizon_sessions']}-session horizon).",
         f"Costs: open {costs['open_cost']}, close {costs['close_cost']} (fraction of notional), fills at "
         f"{costs['deal_price']}; strategy {described['strategy']}; benchmark {described['data']['benchmark']}.",
