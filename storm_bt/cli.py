@@ -172,15 +172,21 @@ def _numbers(text: str, flag: str) -> list[int]:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from storm_bt.pipelines.eval_config import EvalConfig, subset_folder
-    from storm_bt.pipelines.evaluate import run_evaluation
+    from storm_bt.pipelines.evaluate import plan_evaluation, run_evaluation
 
     cfg = EvalConfig.from_yaml(args.config).subset(
         models=args.models.split(",") if args.models else None,
         seeds=_numbers(args.seeds, "--seeds") if args.seeds else None,
         baseline=args.baseline,
     )
-    executor, threads = _executor(args)
     folds = _numbers(args.folds, "--folds") if args.folds else None
+    executor, threads = _executor(args)
+    if args.plan:
+        plan = plan_evaluation(cfg, args.out, threads, folds)
+        total = plan.drop(columns="model").sum()
+        print(plan.to_string(index=False))
+        print(f"{total['to train']} of {total['runs']} runs to train; {total['finished']} finished before are reused.")
+        return
     flags = {"models": args.models, "seeds": args.seeds, "folds": args.folds, "baseline": args.baseline}
     subset = subset_folder(flags)
     tables_dir = Path(args.out) / "subsets" / subset if subset else Path(args.out)
@@ -340,6 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", help="run these seeds instead of the config's: 0 to screen, 0,1,2,3,4,5 to add seeds")
     p.add_argument("--folds", help="with rolling: run only these folds (positions from 0, e.g. 0,4,9)")
     p.add_argument("--baseline", help="compare against this model or ablation instead of the config's baseline")
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="print per model the runs that would train, those reused and older versions beside them; run nothing",
+    )
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser(

@@ -6,12 +6,14 @@ The end-to-end evaluation (qrun runs, tables, reuse) is in test_workflow.py, on 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import folder_digest
 
 from storm_bt.pipelines import eval_config
 from storm_bt.pipelines.eval_config import SUBSET_NAME_CHARS, EvalConfig, model_workflow, run_folder, subset_folder
@@ -268,3 +270,16 @@ def test_evaluate_rerun_reuses_every_finished_run(evaluation):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "6 runs, 6 finished before, 0 to run" in done.stderr and "0 trained, 2 reused" in done.stderr
     assert (out / "tables.md").read_text() == before
+
+
+def test_the_plan_names_what_would_train_and_what_is_reused_and_runs_nothing(evaluation):
+    out, cmd = evaluation
+    before = folder_digest(out)
+    same = subprocess.run([*cmd, "--plan"], capture_output=True, text=True, check=False)
+    assert same.returncode == 0, same.stderr[-3000:]
+    assert "0 of 6 runs to train; 6 finished before are reused." in same.stdout
+    other = subprocess.run([*cmd, "--plan", "--threads", "7"], capture_output=True, text=True, check=False)
+    assert "6 of 6 runs to train; 0 finished before are reused." in other.stdout
+    for model in ("STORM", "LightGBM", "STORM ts_only"):  # runs, finished, to train, other versions
+        assert re.search(rf"^\s*{model}\s+2\s+0\s+2\s+2\s*$", other.stdout, re.MULTILINE), other.stdout
+    assert folder_digest(out) == before

@@ -23,6 +23,7 @@ from storm_bt.data.synthetic import SyntheticMarketConfig, write_market_csvs
 from storm_bt.metrics import daily_rank_ic
 from storm_bt.model.trainer import BEST, HISTORY
 from storm_bt.pipelines.eval_config import EvalConfig, Selection
+from storm_bt.pipelines.evaluate import plan_evaluation
 from storm_bt.pipelines.report import write_report
 from storm_bt.pipelines.selection import choose_on_past_folds, choose_on_valid
 from storm_bt.pipelines.significance import read_span_series
@@ -141,6 +142,18 @@ def test_a_span_named_relative_to_the_working_folder_is_finished_there(market, w
     analyse_span([runs], "spans/lightgbm", {"provider_uri": str(provider)}, records=[])
     monkeypatch.chdir(tmp_path)
     assert span_finished("spans/lightgbm")  # where `storm-bt evaluate --out RELATIVE` looks: never rebuilt
+
+
+def test_the_plan_of_a_walk_forward_counts_its_fold_runs(walk_forward):
+    config, out = walk_forward
+    plan = plan_evaluation(EvalConfig.from_yaml(config), out, threads=1, folds=[1])
+    assert plan.to_dict("list") == {
+        "model": ["LightGBM", "Shuffled labels"],
+        "runs": [1, 1],
+        "finished": [1, 1],
+        "to train": [0, 0],
+        "other versions": [0, 0],
+    }
 
 
 def test_jobs_1_and_jobs_2_give_byte_identical_tables_and_a_rerun_reuses_everything(walk_forward):

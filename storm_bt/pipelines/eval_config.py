@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from qlib.utils.data import update_config
 
 from storm_bt.data.provider import read_calendar
@@ -29,6 +30,7 @@ from storm_bt.workflows.qrun import (
     load_workflow,
     port_analysis_configs,
     provider_path,
+    qrun_finished,
     retarget,
     workflow_segments,
 )
@@ -45,6 +47,7 @@ __all__ = [
     "described_lines",
     "model_workflow",
     "run_folder",
+    "run_plan",
     "slug",
     "subset_folder",
     "workflow_on_data",
@@ -330,6 +333,21 @@ def run_folder(parent: Path, name: str, config: dict[str, Any], threads: int) ->
         identity["model_source"] = source
     what = json.dumps(identity, sort_keys=True, default=str)
     return parent / f"{name}_{hashlib.sha256(what.encode()).hexdigest()[:10]}"
+
+
+def run_plan(runs: list[tuple[str, Path]]) -> pd.DataFrame:
+    """Per model, in order: its runs, those finished before (reused), those to train, and the run
+    folders of the same model, seed and fold beside them from another workflow, thread count or
+    model code (a changed model retrains every run of every variant that uses it)."""
+    rows = []
+    for name, run_dir in runs:
+        siblings = run_dir.parent.glob(run_dir.name.rsplit("_", 1)[0] + "_*")
+        other = sum(1 for d in siblings if d != run_dir and d.is_dir())
+        rows.append({"model": name, "runs": 1, "finished": int(qrun_finished(run_dir)), "other versions": other})
+    plan = pd.DataFrame(rows, columns=["model", "runs", "finished", "other versions"])
+    plan = plan.groupby("model", sort=False).sum().reset_index()
+    plan.insert(3, "to train", plan["runs"] - plan["finished"])
+    return plan
 
 
 def model_source_digest(module_path: str) -> str | None:

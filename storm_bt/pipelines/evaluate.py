@@ -25,13 +25,21 @@ import pandas as pd
 from storm_bt.io import atomic_write_text
 from storm_bt.metrics import PORTFOLIO_METRICS as PM
 from storm_bt.parallel import Executor, Task, run_all
-from storm_bt.pipelines.eval_config import EvalConfig, describe, described_lines, model_workflow, run_folder
+from storm_bt.pipelines.eval_config import (
+    EvalConfig,
+    ModelEntry,
+    describe,
+    described_lines,
+    model_workflow,
+    run_folder,
+    run_plan,
+)
 from storm_bt.pipelines.tables import markdown_table, mean_std
 from storm_bt.pipelines.trading import TradeConfig, evaluate_agents, format_tables, train_agents
-from storm_bt.pipelines.walk_forward import run_walk_forward
+from storm_bt.pipelines.walk_forward import plan_walk_forward, run_walk_forward
 from storm_bt.workflows.qrun import check_workflow_split, latest_metrics, qrun_finished, qrun_wall, run_workflow
 
-__all__ = ["format_eval_tables", "run_evaluation"]
+__all__ = ["format_eval_tables", "plan_evaluation", "run_evaluation"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +58,29 @@ def _trading(
     log.info("trading: %s on the factors of %s, seeds %s, in %s", trade.stocks, source, cfg.seeds, trade_dir)
     train_agents(trade, trade_dir, executor, threads)
     return evaluate_agents(trade_dir)
+
+
+def _jobs(cfg: EvalConfig, out: Path, threads: int) -> list[tuple[str, ModelEntry, int, dict[str, Any], Path]]:
+    """(group, entry, seed, workflow, run folder) of every model and ablation over every seed."""
+    jobs = []
+    for group, entries in (("model", cfg.models), ("ablation", cfg.ablations)):
+        for entry in entries:
+            for seed in cfg.seeds:
+                config = model_workflow(entry, seed, cfg.data, threads)
+                check_workflow_split(config)  # before any run: a leaky split is refused, not measured
+                jobs.append(
+                    (group, entry, seed, config, run_folder(out / "runs" / entry.slug, f"seed{seed}", config, threads))
+                )
+    return jobs
+
+
+def plan_evaluation(cfg: EvalConfig, out: str | Path, threads: int, folds: list[int] | None = None) -> pd.DataFrame:
+    """What :func:`run_evaluation` would train and reuse, per model (see :func:`run_plan`); runs nothing."""
+    if cfg.rolling is not None:
+        return plan_walk_forward(cfg, out, threads, folds)
+    if folds is not None:
+        raise ValueError("--folds needs a rolling: block in the config.")
+    return run_plan([(entry.name, run_dir) for _, entry, _, _, run_dir in _jobs(cfg, Path(out), threads)])
 
 
 def run_evaluation(
@@ -75,15 +106,7 @@ def run_evaluation(
     out = Path(out)
     tables_dir = Path(tables_dir or out)
     tables_dir.mkdir(parents=True, exist_ok=True)
-    jobs = []
-    for group, entries in (("model", cfg.models), ("ablation", cfg.ablations)):
-        for entry in entries:
-            for seed in cfg.seeds:
-                config = model_workflow(entry, seed, cfg.data, threads)
-                check_workflow_split(config)  # before any run: a leaky split is refused, not measured
-                jobs.append(
-                    (group, entry, seed, config, run_folder(out / "runs" / entry.slug, f"seed{seed}", config, threads))
-                )
+    jobs = _jobs(cfg, out, threads)
     pending = [j for j in jobs if not qrun_finished(j[4])]
     log.info("%d runs, %d finished before, %d to run", len(jobs), len(jobs) - len(pending), len(pending))
     tasks = [

@@ -42,6 +42,7 @@ from storm_bt.pipelines.eval_config import (
     described_lines,
     model_workflow,
     run_folder,
+    run_plan,
     slug,
 )
 from storm_bt.pipelines.selection import choose_on_past_folds, choose_on_valid, format_choices
@@ -74,7 +75,7 @@ from storm_bt.workflows.rolling import rolling_folds
 from storm_bt.workflows.segments import Segments
 from storm_bt.workflows.span import analyse_span, span_finished
 
-__all__ = ["format_walk_forward_tables", "run_walk_forward"]
+__all__ = ["format_walk_forward_tables", "plan_walk_forward", "run_walk_forward"]
 
 log = logging.getLogger(__name__)
 
@@ -257,19 +258,11 @@ def _select(folds: list[Segments], wanted: list[int] | None) -> list[int]:
     return sorted(wanted)
 
 
-def run_walk_forward(
-    cfg: EvalConfig,
-    out: str | Path,
-    executor: Executor,
-    threads: int,
-    wanted_folds: list[int] | None = None,
-    tables_dir: str | Path | None = None,
-) -> str:
-    """Prepare, fit and analyse every (model, seed, fold) on ``executor``; write the tables to
-    ``tables_dir`` (default ``out``) and return them."""
+def _planned(
+    cfg: EvalConfig, out: Path, threads: int, wanted_folds: list[int] | None
+) -> tuple[dict[str, Any], list[Segments], list[int], list[FoldRun], list[Span]]:
+    """The first model's workflow, the folds, those selected, and every run and span they make."""
     assert cfg.rolling is not None
-    out = Path(out)
-    tables_dir = Path(tables_dir or out)
     first = model_workflow(cfg.models[0], cfg.seeds[0], cfg.data, threads)
     horizon = label_horizon(handler_kwargs(first).get("label", "qlib"))
     if cfg.rolling.embargo < horizon:
@@ -281,6 +274,30 @@ def run_walk_forward(
     folds = rolling_folds(cfg.rolling, read_calendar(provider))
     selected = _select(folds, wanted_folds)
     runs, spans = _plan(cfg, out, threads, folds, selected, provider)
+    return first, folds, selected, runs, spans
+
+
+def plan_walk_forward(
+    cfg: EvalConfig, out: str | Path, threads: int, wanted_folds: list[int] | None = None
+) -> pd.DataFrame:
+    """What :func:`run_walk_forward` would train and reuse, per model (see :func:`run_plan`); runs nothing."""
+    runs = _planned(cfg, Path(out), threads, wanted_folds)[3]
+    return run_plan([(r.entry.name, r.run_dir) for r in runs])
+
+
+def run_walk_forward(
+    cfg: EvalConfig,
+    out: str | Path,
+    executor: Executor,
+    threads: int,
+    wanted_folds: list[int] | None = None,
+    tables_dir: str | Path | None = None,
+) -> str:
+    """Prepare, fit and analyse every (model, seed, fold) on ``executor``; write the tables to
+    ``tables_dir`` (default ``out``) and return them."""
+    out = Path(out)
+    tables_dir = Path(tables_dir or out)
+    first, folds, selected, runs, spans = _planned(cfg, out, threads, wanted_folds)
     tables_dir.mkdir(parents=True, exist_ok=True)
 
     pending = [r for r in runs if not qrun_finished(r.run_dir)]
