@@ -114,6 +114,10 @@ def test_workflows_of_a_universe_share_one_protocol(universe):
             first, *infer = handler["kwargs"].pop("infer_processors")
             assert first["class"] == "FilterCol" and len(set(first["kwargs"]["col_list"])) == 20, path.name
             assert infer == [dict(p) for p in DEFAULT_INFER_PROCESSORS], path.name
+        if "_pooled_" in path.stem:  # trained on the pooled universe of another provider, otherwise the same
+            assert handler["kwargs"].pop("instruments") == f"{universe}_pooled", path.name
+            assert config["qlib_init"]["provider_uri"] == "~/.storm_bt/qlib_data/us", path.name
+            handler = {**handler, "kwargs": {**handler["kwargs"], "instruments": universe}}
         assert handler == protocol["task"]["dataset"]["kwargs"]["handler"], path.name
         assert workflow_segments(config) == workflow_segments(protocol), path.name
 
