@@ -14,7 +14,6 @@ refused write leaves the provider byte-identical.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -22,15 +21,16 @@ import numpy as np
 import pandas as pd
 
 from storm_bt.data.provider import (
-    META_FILE,
     check_provider,
     is_provider,
+    provider_meta,
     read_bin,
     read_calendar,
     read_instruments,
+    record_universe,
     write_instruments,
 )
-from storm_bt.io import atomic_write_text, exclusive, staged_dir
+from storm_bt.io import exclusive, staged_dir
 
 __all__ = ["mean_traded_value", "pooled_members", "write_pooled_universe"]
 
@@ -100,14 +100,12 @@ def write_pooled_universe(
             )
         with staged_dir(root, copy_existing=True) as stage:
             write_instruments(stage, name, read_instruments(stage, "all").loc[members])
-            meta_path = stage / META_FILE
-            meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"universes": {}}
-            meta["universes"][name] = {
-                "benchmark": meta["universes"].get(keep, {}).get("benchmark"),
+            entry = {
+                "benchmark": provider_meta(stage)["universes"].get(keep, {}).get("benchmark"),
                 "instruments": len(members),
                 "pooled": {"keep": keep, "from": pool, "size": size, "ranked_on_sessions": sessions},
             }
-            atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True))
+            record_universe(stage, name, entry)
     log.info("Universe %s in %s: %d names, %s and the most traded of %s", name, root, len(members), keep, pool)
     return members
 

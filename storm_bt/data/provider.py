@@ -28,6 +28,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,16 +40,17 @@ from storm_bt.io import atomic_write_text, exclusive, staged_dir
 
 __all__ = [
     "FIELDS",
-    "META_FILE",
     "ProviderSummary",
     "benchmark_name",
     "check_provider",
     "is_provider",
     "provider_digest",
     "provider_fields",
+    "provider_meta",
     "read_bin",
     "read_calendar",
     "read_instruments",
+    "record_universe",
     "write_instruments",
     "write_provider",
 ]
@@ -59,7 +61,7 @@ FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume", "factor", "
 _BIN_DTYPE = "<f4"
 _FLOAT32_EPS = 1e-6
 _OVERLAP_RTOL = 1e-4  # adjusted returns of re-downloaded history must agree to this relative level
-META_FILE = "storm_bt_provider.json"
+_META_FILE = "storm_bt_provider.json"
 _SCALE_POWER = {"open": 1, "high": 1, "low": 1, "close": 1, "vwap": 1, "factor": 1, "volume": -1, "change": 0}
 """How a field moves when the adjustment basis is multiplied by ``scale``: ``value * scale**power``."""
 
@@ -350,13 +352,28 @@ def _stage_write(
     """Write (or extend) the provider in a staging folder that replaces ``root`` only if all of it succeeded."""
     with staged_dir(root, copy_existing=extend) as stage:
         added = (_update if extend else _fresh)(stage, fields, universe, bench, level)
-        meta_path = stage / META_FILE
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"universes": {}}
-        meta["universes"][universe] = {"benchmark": bench, "instruments": int(fields["close"].shape[1])}
-        meta["vwap"] = "estimated as adjusted (high + low + close) / 3; Yahoo publishes no VWAP"
-        meta["prices"] = "split- and dividend-adjusted: raw x factor, factor = adj_close / close; volume / factor"
-        atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True))
+        record_universe(
+            stage,
+            universe,
+            {"benchmark": bench, "instruments": int(fields["close"].shape[1])},
+            vwap="estimated as adjusted (high + low + close) / 3; Yahoo publishes no VWAP",
+            prices="split- and dividend-adjusted: raw x factor, factor = adj_close / close; volume / factor",
+        )
         return read_calendar(stage), added
+
+
+def provider_meta(root: Path) -> dict[str, Any]:
+    """The provider's metadata: each universe's benchmark and size, and how prices were written."""
+    meta_path = root / _META_FILE
+    return json.loads(meta_path.read_text()) if meta_path.exists() else {"universes": {}}
+
+
+def record_universe(root: Path, universe: str, entry: dict[str, Any], **notes: str) -> None:
+    """Describe ``universe`` (and any provider-wide ``notes``) in the provider's metadata file."""
+    meta = provider_meta(root)
+    meta["universes"][universe] = entry
+    meta.update(notes)
+    atomic_write_text(root / _META_FILE, json.dumps(meta, indent=2, sort_keys=True))
 
 
 def write_provider(
