@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from storm_bt.metrics import daily_rank_ic, mean_test
-from storm_bt.pipelines.significance import read_span_series, seed_t
+from storm_bt.pipelines.significance import read_span_series, replicate_t
 from storm_bt.workflows.prepared import dataset_config_in
 from storm_bt.workflows.qrun import qrun_finished
 from storm_bt.workflows.runs import load_artifacts
@@ -115,7 +115,7 @@ def main() -> None:
     print(f"Paired with {args.baseline}; t = mean / Newey-West standard error of the daily series.")
     print(table.to_string(float_format="{:.4f}".format))
     seeds = table.iloc[:-1][["RankIC", "Δ RankIC"]]
-    spread = pd.DataFrame({"mean": seeds.mean(), "sd": seeds.std(ddof=1), "t over seeds": seeds.apply(seed_t)})
+    spread = pd.DataFrame({"mean": seeds.mean(), "sd": seeds.std(ddof=1), "t over seeds": seeds.apply(replicate_t)})
     print(f"\nOver {len(seeds)} seeds: one-sample t, {len(seeds) - 1} degrees of freedom (sees the training's noise).")
     print(spread.to_string(float_format="{:.4f}".format))
 

@@ -196,10 +196,11 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _family(args: argparse.Namespace) -> None:
     from storm_bt.io import atomic_write_text
-    from storm_bt.pipelines.snooping import family_from_results, format_family_test
+    from storm_bt.pipelines.snooping import family_from_results, format_family_test, format_valid_record
 
-    test, sources = family_from_results(args.results, args.baseline)
-    lines = [*format_family_test(test, args.baseline), "", "| model | from |", "|---|---|"]
+    test, valid, sources = family_from_results(args.results, args.baseline)
+    lines = [*format_family_test(test, args.baseline), "", *format_valid_record(valid, args.baseline)]
+    lines += ["", "| model | from |", "|---|---|"]
     lines += [f"| {model} | {path} |" for model, path in sources.items()]
     text = "\n".join([*lines, ""])
     if args.out:

@@ -26,8 +26,8 @@ from storm_bt.pipelines.eval_config import EvalConfig, Selection
 from storm_bt.pipelines.evaluate import plan_evaluation
 from storm_bt.pipelines.report import write_report
 from storm_bt.pipelines.selection import choose_on_past_folds, choose_on_valid
-from storm_bt.pipelines.significance import read_span_series
-from storm_bt.pipelines.snooping import family_test
+from storm_bt.pipelines.significance import read_span_series, valid_difference
+from storm_bt.pipelines.snooping import family_from_results, family_test
 from storm_bt.pipelines.walk_forward import format_walk_forward_tables
 from storm_bt.workflows.prepared import prepare_handler
 from storm_bt.workflows.qrun import CHECKPOINTS, kept_valid_rank_ic, load_workflow, retarget
@@ -114,9 +114,22 @@ def test_the_tables_t_over_seeds_is_the_one_sample_t_of_the_seeds_differences(wa
     expected = np.mean(differences) / (np.std(differences, ddof=1) / np.sqrt(len(differences)))
     factor = tables.split("## Factor quality")[1].split("##")[0]
     rows = {line.split(" |")[0]: line for line in factor.splitlines() if line.startswith("| ")}
-    assert rows["| Shuffled labels, seeds (n=3)"].endswith(f"| {expected:.2f} |")
-    assert rows["| LightGBM, seeds (n=1)"].endswith("| n/a |")  # one seed has no spread; no baseline, no Δ
+    # then the valid folds' Δ and its t: n/a, as LightGBM keeps no valid Rank IC
+    assert rows["| Shuffled labels, seeds (n=3)"].endswith(f"| {expected:.2f} | n/a | n/a |")
+    assert rows["| LightGBM, seeds (n=1)"].endswith("| n/a | n/a | n/a |")  # one seed has no spread; no baseline, no Δ
     assert "t over seeds (Δ)" in tables and "n - 1 degrees of freedom" in tables
+
+
+def test_the_valid_difference_averages_a_folds_seeds_and_takes_the_folds_as_replicates():
+    index = pd.MultiIndex.from_product([[0, 1], [0, 1, 2]], names=["seed", "fold"])
+    baseline = pd.Series([0.01, 0.02, 0.03, 0.02, 0.01, np.nan], index)
+    model = baseline + np.array([0.01, 0.0, 0.02, 0.03, 0.02, 0.05])
+    per_fold = np.array([0.02, 0.01, 0.02])  # seeds averaged per fold; fold 2 has seed 0's pair alone
+    result = valid_difference(model, baseline)
+    assert result["diff.valid.RankIC"] == pytest.approx(per_fold.mean())
+    assert result["diff.valid.RankIC.t"] == pytest.approx(per_fold.mean() / (per_fold.std(ddof=1) / np.sqrt(3)))
+    without = valid_difference(model, baseline * np.nan)  # a baseline without valid Rank IC (LightGBM)
+    assert np.isnan(without["diff.valid.RankIC"]) and np.isnan(without["diff.valid.RankIC.t"])
 
 
 def test_the_stitched_span_is_the_folds_test_predictions_and_reports_like_a_run(market, walk_forward, tmp_path):
@@ -233,6 +246,25 @@ def test_a_selection_stitches_the_run_chosen_on_valid_in_each_fold_and_is_tested
     pd.testing.assert_series_equal(daily["Chosen on valid"], expected, check_names=False)
     paired = daily["Chosen on valid"] - daily["LightGBM"]
     assert chosen["diff.RankIC"] == pytest.approx(paired.mean())  # tested against the baseline like any row
+    # and on the valid folds against LightGBM's run of the same fold: +0.01, then 0.0 (t over two folds: 1)
+    assert chosen["diff.valid.RankIC"] == pytest.approx(0.005)
+    assert chosen["diff.valid.RankIC.t"] == pytest.approx(1.0)
+    placebo = results.loc["Shuffled labels"]  # fold 1 has no valid Rank IC: one fold, no t
+    assert placebo["diff.valid.RankIC"] == pytest.approx(0.01) and np.isnan(placebo["diff.valid.RankIC.t"])
+    # `storm-bt family` reads the same valid record back from the results file, best first (the spans
+    # copied from the fixture's folder name its runs: as if the evaluation had run in the copy)
+    for done in copy.glob("spans/*/*/span.done"):
+        done.write_text(done.read_text().replace(str(out), str(copy)))
+    report = tmp_path / "family.md"
+    assert main(["family", str(copy / "results.csv"), "--baseline", "LightGBM", "--out", str(report)]) == 0
+    valid_table = report.read_text().split("## The same models on the valid folds")[1]
+    assert valid_table.index("| Shuffled labels | 0.0200 | +0.0100 | n/a |") < valid_table.index(
+        "| Chosen on valid | 0.0350 | +0.0050 | 1.00 |"
+    )
+    moved = next(copy.glob("spans/shuffled_labels/*/span.done"))
+    moved.write_text(moved.read_text().replace(str(copy), str(tmp_path / "moved")))
+    with pytest.raises(FileNotFoundError, match=r"was stitched from .*moved.*which is not there"):
+        family_from_results([copy / "results.csv"], "LightGBM")  # a run not where its span says: named, not n/a
     before = pd.read_csv(out / "results.csv").set_index("model")
     assert results.loc[before.index, "Rank IC"].tolist() == before["Rank IC"].tolist()  # other rows untouched
 

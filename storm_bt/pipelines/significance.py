@@ -27,7 +27,8 @@ __all__ = [
     "method_note",
     "read_rank_ic",
     "read_span_series",
-    "seed_t",
+    "replicate_t",
+    "valid_difference",
 ]
 
 ENSEMBLE = "ensemble"
@@ -95,17 +96,32 @@ def compare(model: SpanSeries, baseline: SpanSeries | None) -> dict[str, float]:
     return out | {"diff.ASR": asr, "diff.ASR.low": low, "diff.ASR.high": high}
 
 
-def seed_t(per_seed: pd.Series) -> float:
-    """One-sample t of per-seed values against zero (n - 1 degrees of freedom).
+def replicate_t(values: pd.Series) -> float:
+    """One-sample t against zero of values from independent replicates: seeds, or folds (n - 1 degrees
+    of freedom).
 
     A span's Newey-West t measures the days' noise given the trained networks; retraining with
     another seed moves a network's Rank IC by about as much, and only the spread over seeds sees
-    that. NaN under two seeds or with no spread.
+    that. NaN under two values or with no spread.
     """
-    values = pd.Series(per_seed, dtype=float).dropna().to_numpy()
+    values = pd.Series(values, dtype=float).dropna().to_numpy()
     if len(values) < 2 or np.ptp(values) == 0:
         return float("nan")
     return float(DescrStatsW(values).ttest_mean(0.0)[0])
+
+
+def valid_difference(model: pd.Series, baseline: pd.Series) -> dict[str, float]:
+    """The kept valid Rank IC against the baseline's run of the same seed and fold: the mean difference,
+    and its t over folds. Every seed of a fold validates on the same year, so a fold's differences are
+    averaged over its seeds first and the folds are the replicates: does the valid year prefer the model,
+    which is how a change would be chosen on valid folds.
+
+    :param model: kept valid Rank IC indexed by (seed, fold); ``baseline`` likewise.
+    """
+    paired = (model - baseline).dropna()
+    per_fold = paired.groupby(level="fold").mean()
+    mean = float(per_fold.mean()) if len(per_fold) else float("nan")
+    return {"diff.valid.RankIC": mean, "diff.valid.RankIC.t": replicate_t(per_fold)}
 
 
 def method_note(days: int, baseline: str) -> str:
@@ -116,7 +132,9 @@ def method_note(days: int, baseline: str) -> str:
         f"{newey_west_lags(days)} lags for {days} days (floor(4 (T/100)^(2/9))); |t| > 1.96 is significant "
         f"at 5% (two-sided). Δ = model - {baseline} on the same days: seed k against {baseline}'s seed k, "
         f"ensemble against its ensemble. t over seeds: one-sample t of the seeds' Δ Rank IC (n - 1 degrees "
-        "of freedom), which sees the training's noise that a span's t does not. "
+        "of freedom), which sees the training's noise that a span's t does not. Δ valid: the kept valid Rank IC "
+        f"against {baseline}'s run of the same seed and fold; t over folds: one-sample t of the folds' mean Δ "
+        "valid (a fold's seeds validate on the same year). "
         f"Δ ASR interval: {b['level']:.0%} percentile interval of a paired "
         f"stationary block bootstrap (mean block {b['block']} sessions, {b['reps']} resamples, seed {b['seed']})."
     )

@@ -12,7 +12,9 @@ they all have: the ensemble's span, or a model's one seed.
 Inside a walk-forward evaluation the family is what that evaluation lists. A search spread over many
 evaluations (each variant run on its own, some at model code since changed) is tested from their
 ``results.csv`` files with ``storm-bt family`` (:func:`family_from_results`): the spans they recorded
-are read back, so nothing is retrained.
+are read back, so nothing is retrained. Beside the test, the same models on the valid folds: each one's
+kept valid Rank IC against the baseline's run of the same seed and fold, which is what choosing a
+configuration on valid folds would read.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from pathlib import Path
 import pandas as pd
 from arch.bootstrap import SPA, StepM
 
-from storm_bt.pipelines.significance import BOOTSTRAP, ENSEMBLE, read_span_series
+from storm_bt.pipelines.significance import BOOTSTRAP, ENSEMBLE, read_span_series, valid_difference
+from storm_bt.workflows.qrun import kept_valid_rank_ic
+from storm_bt.workflows.span import span_runs
 
-__all__ = ["FamilyTest", "family_from_results", "family_test", "format_family_test"]
+__all__ = ["FamilyTest", "family_from_results", "family_test", "format_family_test", "format_valid_record"]
 
 RESULTS_COLUMNS = ("model", "seed", "folds", "span")  # what a walk-forward results.csv must give per row
 
@@ -105,41 +109,94 @@ def format_family_test(test: FamilyTest, baseline: str) -> list[str]:
     ]
 
 
-def family_from_results(paths: Sequence[str | Path], baseline: str) -> tuple[FamilyTest, dict[str, Path]]:
+def family_from_results(paths: Sequence[str | Path], baseline: str) -> tuple[FamilyTest, pd.DataFrame, dict[str, Path]]:
     """The family test of every model in walk-forward ``results.csv`` files against ``baseline``, from the
-    spans the files recorded (each model's ensemble, or its one seed); also which file each model came from.
+    spans the files recorded (each model's ensemble, or its one seed); the models on the valid folds
+    (:func:`format_valid_record`); and which file each model came from.
 
     A model named in several files is taken from the last one given. Every model must cover as many
     folds as the baseline: a screening run over fewer folds would cut every model's days to its own.
     Span paths are read as recorded, relative to the folder the evaluation ran in.
     """
-    rows: dict[str, tuple[pd.Series, Path]] = {}
+    rows: dict[str, tuple[pd.DataFrame, Path]] = {}
     for path in map(Path, paths):
         table = pd.read_csv(path, dtype={"seed": str})
         missing = [c for c in RESULTS_COLUMNS if c not in table]
         if missing:
             raise ValueError(f"{path}: not a walk-forward results.csv, it lacks the column(s) {missing}.")
         for model, runs in table.groupby("model", sort=False):
-            ensemble = runs[runs["seed"] == ENSEMBLE]
-            if len(ensemble) == 0 and len(runs) > 1:
+            if (runs["seed"] == ENSEMBLE).sum() == 0 and len(runs) > 1:
                 raise ValueError(f"{path}: model {model!r} has {len(runs)} seeds and no ensemble row.")
-            rows[str(model)] = ((ensemble if len(ensemble) else runs).iloc[0], path)
+            rows[str(model)] = (runs, path)
     if baseline not in rows:
         raise LookupError(f"Baseline {baseline!r} is in none of {[str(p) for p in paths]}; models: {sorted(rows)}.")
-    folds = rows[baseline][0]["folds"]
-    short = {m: f"{r['folds']} in {p}" for m, (r, p) in rows.items() if r["folds"] != folds}
+    whole = {m: _whole_span(runs) for m, (runs, _) in rows.items()}
+    folds = whole[baseline]["folds"]
+    short = {m: f"{r['folds']} in {rows[m][1]}" for m, r in whole.items() if r["folds"] != folds}
     if short:
         raise ValueError(f"The baseline {baseline!r} covers {folds} folds; these models do not: {short}.")
-    series = {}
-    for model, (row, path) in rows.items():
-        span = Path(row["span"])
-        if not span.is_dir():
+    for model, (runs, path) in rows.items():
+        absent = [span for span in runs["span"] if not Path(span).is_dir()]
+        if absent:
             raise FileNotFoundError(
-                f"{path}: the span of {model!r} is not at {span} (run from the evaluation's folder)."
+                f"{path}: the span of {model!r} is not at {absent[0]} (run from the evaluation's folder)."
             )
-        series[model] = read_span_series(span).rank_ic
+    series = {model: read_span_series(row["span"]).rank_ic for model, row in whole.items()}
     others = pd.DataFrame({m: s for m, s in series.items() if m != baseline})
     test = family_test(series[baseline], others)
     if test is None:
         raise ValueError(f"The models share fewer than {MIN_BLOCKS * BOOTSTRAP['block']} days: no family test.")
-    return test, {m: p for m, (_, p) in rows.items()}
+    valid = {model: _kept_valid(runs) for model, (runs, _) in rows.items()}
+    record = pd.DataFrame(
+        {
+            m: {"valid.RankIC": v.mean()} | valid_difference(v, valid[baseline])
+            for m, v in valid.items()
+            if m != baseline
+        }
+    ).T
+    return test, record, {m: p for m, (_, p) in rows.items()}
+
+
+def _whole_span(runs: pd.DataFrame) -> pd.Series:
+    """A model's row the family reads: its ensemble, or its one seed."""
+    ensemble = runs[runs["seed"] == ENSEMBLE]
+    return (ensemble if len(ensemble) else runs).iloc[0]
+
+
+def _kept_valid(runs: pd.DataFrame) -> pd.Series:
+    """The valid Rank IC each fold run of a model's seeds kept, indexed by (seed, fold): a seed's span lists its
+    fold runs in date order, and every model covers the baseline's folds."""
+    kept = {}
+    for _, row in runs[runs["seed"] != ENSEMBLE].iterrows():
+        for fold, run_dir in enumerate(span_runs(row["span"])[0]):
+            if not run_dir.is_dir():
+                raise FileNotFoundError(f"The span {row['span']} was stitched from {run_dir}, which is not there.")
+            kept[row["seed"], fold] = kept_valid_rank_ic(run_dir)
+    index = pd.MultiIndex.from_tuples(list(kept), names=["seed", "fold"])
+    return pd.Series(list(kept.values()), index=index, dtype=float)
+
+
+def format_valid_record(record: pd.DataFrame, baseline: str) -> list[str]:
+    """Markdown: the models on the valid folds against the baseline, best first."""
+    lines = [
+        "## The same models on the valid folds",
+        "",
+        f"The valid Rank IC each run kept, against {baseline}'s run of the same seed and fold; t over folds: "
+        "one-sample t of the folds' mean Δ (a fold's seeds validate on the same year). Choosing a configuration "
+        "on the valid folds reads this table, never the test days; n/a where a model keeps no valid Rank IC.",
+        "",
+        f"| model | valid Rank IC | Δ valid vs {baseline} | t over folds |",
+        "|---|---|---|---|",
+    ]
+    for model, row in record.sort_values("diff.valid.RankIC", ascending=False, na_position="last").iterrows():
+        cells = [
+            _number(row["valid.RankIC"], 4),
+            _number(row["diff.valid.RankIC"], 4, "+"),
+            _number(row["diff.valid.RankIC.t"], 2),
+        ]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _number(value: float, digits: int, sign: str = "") -> str:
+    return "n/a" if pd.isna(value) else f"{value:{sign}.{digits}f}"

@@ -53,7 +53,8 @@ from storm_bt.pipelines.significance import (
     method_note,
     read_rank_ic,
     read_span_series,
-    seed_t,
+    replicate_t,
+    valid_difference,
 )
 from storm_bt.pipelines.snooping import FamilyTest, family_test, format_family_test
 from storm_bt.pipelines.tables import mean_std
@@ -357,20 +358,30 @@ def _span_task(span: Span, analysis: dict[str, Any], threads: int) -> Task:
 
 
 def _results(cfg: EvalConfig, spans: list[Span]) -> tuple[pd.DataFrame, dict[tuple[str, int | str], SpanSeries]]:
-    """One row per span: its metrics, its significance against the baseline's span of the same seed."""
+    """One row per span: its metrics, its significance against the baseline's span of the same seed, on
+    the test days and on the valid folds."""
     series = {(s.name, s.seed): read_span_series(s.span_dir) for s in spans}
+    valid = {(s.name, s.seed): _kept_valid(s) for s in spans}
     rows = []
     for s in spans:
-        baseline = None if s.name == cfg.baseline_name else series.get((cfg.baseline_name, s.seed))
+        against = s.name != cfg.baseline_name and (cfg.baseline_name, s.seed) in series
+        baseline = series[cfg.baseline_name, s.seed] if against else None
         metrics = latest_metrics(s.span_dir)
         rows.append(
             {"group": s.group, "model": s.name, "seed": str(s.seed), "span": str(s.span_dir)}
             | {"folds": len({r.fold for r in s.runs}), "compute_s": sum(qrun_wall(r.run_dir) for r in s.trained)}
-            | {"valid.RankIC": pd.Series([kept_valid_rank_ic(r.run_dir) for r in s.runs], dtype=float).mean()}
+            | {"valid.RankIC": valid[s.name, s.seed].mean()}
             | metrics.to_dict()
             | compare(series[s.name, s.seed], baseline)
+            | (valid_difference(valid[s.name, s.seed], valid[cfg.baseline_name, s.seed]) if against else {})
         )
     return pd.DataFrame(rows), series
+
+
+def _kept_valid(span: Span) -> pd.Series:
+    """The valid Rank IC each of the span's runs kept, indexed by (seed, fold); NaN for models without one."""
+    index = pd.MultiIndex.from_tuples([(r.seed, r.fold) for r in span.runs], names=["seed", "fold"])
+    return pd.Series([kept_valid_rank_ic(r.run_dir) for r in span.runs], index=index, dtype=float)
 
 
 def _per_model(series: dict[tuple[str, int | str], SpanSeries]) -> dict[str, SpanSeries]:
@@ -440,17 +451,19 @@ def format_walk_forward_tables(
     groups = list(results.groupby(["model"], sort=False))
     factor = {"valid Rank IC": "valid.RankIC", "Rank IC": "Rank IC", "t": "RankIC.t", "Rank ICIR": "Rank ICIR",
               "IC": "IC", f"Δ Rank IC vs {baseline}": "diff.RankIC", "t (Δ)": "diff.RankIC.t"}  # fmt: skip
-    digits = {"RankIC.t": 2, "diff.RankIC.t": 2}
-    header = [*factor, "t over seeds (Δ)"]
+    on_valid = {f"Δ valid Rank IC vs {baseline}": "diff.valid.RankIC", "t over folds (Δ valid)": "diff.valid.RankIC.t"}
+    digits = {"RankIC.t": 2, "diff.RankIC.t": 2, "diff.valid.RankIC.t": 2}
+    header = [*factor, "t over seeds (Δ)", *on_valid]
     lines += ["## Factor quality (out of sample, whole span)", "", "| model | " + " | ".join(header) + " |"]
     lines.append("|" + "---|" * (len(header) + 1))
     for (model,), rows in groups:
         seeds = rows[rows["seed"] != ENSEMBLE]
-        over_seeds = seed_t(seeds["diff.RankIC"])
+        over_seeds = replicate_t(seeds["diff.RankIC"])
         cells = [*_cells(seeds, factor, digits), "n/a" if np.isnan(over_seeds) else f"{over_seeds:.2f}"]
+        cells += _cells(seeds, on_valid, digits)
         lines.append(f"| {model}, seeds (n={len(seeds)}) | " + " | ".join(cells) + " |")
         for _, row in rows[rows["seed"] == ENSEMBLE].iterrows():
-            cells = [*_cells(row.to_frame().T, factor, digits), ""]
+            cells = [*_cells(row.to_frame().T, factor, digits), "", *_cells(row.to_frame().T, on_valid, digits)]
             lines.append(f"| {model}, ensemble | " + " | ".join(cells) + " |")
     if family is not None:
         lines += ["", *format_family_test(family, baseline)]

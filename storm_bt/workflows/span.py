@@ -20,7 +20,7 @@ import pandas as pd
 from storm_bt.io import atomic_write_text, exclusive
 from storm_bt.workflows.runs import load_artifacts
 
-__all__ = ["SPAN_DONE", "analyse_span", "ensemble_scores", "span_finished", "stitch_predictions"]
+__all__ = ["SPAN_DONE", "analyse_span", "ensemble_scores", "span_finished", "span_runs", "stitch_predictions"]
 
 SPAN_DONE = "span.done"  # written last: a span folder without it is rebuilt from nothing
 
@@ -53,6 +53,13 @@ def ensemble_scores(preds: Sequence[pd.DataFrame]) -> pd.DataFrame:
 
 def span_finished(span_dir: str | Path) -> bool:
     return (Path(span_dir) / SPAN_DONE).is_file()
+
+
+def span_runs(span_dir: str | Path) -> list[list[Path]]:
+    """The fold runs a finished span was stitched from: per seed, in date order (as recorded, relative to
+    the folder the evaluation ran in)."""
+    lines = (Path(span_dir) / SPAN_DONE).read_text().splitlines()
+    return [[Path(run) for run in line.split()] for line in lines if line.strip()]
 
 
 def analyse_span(
