@@ -8,6 +8,7 @@ ensemble), on the days both have.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pandas as pd
 from statsmodels.stats.weightstats import DescrStatsW
 
 from storm_bt.metrics import daily_rank_ic, mean_test, newey_west_lags, sharpe_difference_interval
+from storm_bt.workflows.qrun import kept_valid_rank_ic
 from storm_bt.workflows.runs import load_artifacts
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "SIGNIFICANCE_COLUMNS",
     "SpanSeries",
     "compare",
+    "kept_valid",
     "method_note",
     "read_rank_ic",
     "read_span_series",
@@ -110,6 +113,13 @@ def replicate_t(values: pd.Series) -> float:
     return float(DescrStatsW(values).ttest_mean(0.0)[0])
 
 
+def kept_valid(runs: Mapping[tuple[int | str, int], Path]) -> pd.Series:
+    """The valid Rank IC each run kept (NaN for models without one), indexed by (seed, fold): what
+    :func:`valid_difference` pairs."""
+    index = pd.MultiIndex.from_tuples(list(runs), names=["seed", "fold"])
+    return pd.Series([kept_valid_rank_ic(run_dir) for run_dir in runs.values()], index=index, dtype=float)
+
+
 def valid_difference(model: pd.Series, baseline: pd.Series) -> dict[str, float]:
     """The kept valid Rank IC against the baseline's run of the same seed and fold: the mean difference,
     and its t over folds. Every seed of a fold validates on the same year, so a fold's differences are
@@ -120,8 +130,7 @@ def valid_difference(model: pd.Series, baseline: pd.Series) -> dict[str, float]:
     """
     paired = (model - baseline).dropna()
     per_fold = paired.groupby(level="fold").mean()
-    mean = float(per_fold.mean()) if len(per_fold) else float("nan")
-    return {"diff.valid.RankIC": mean, "diff.valid.RankIC.t": replicate_t(per_fold)}
+    return {"diff.valid.RankIC": float(per_fold.mean()), "diff.valid.RankIC.t": replicate_t(per_fold)}
 
 
 def method_note(days: int, baseline: str) -> str:

@@ -26,8 +26,7 @@ from pathlib import Path
 import pandas as pd
 from arch.bootstrap import SPA, StepM
 
-from storm_bt.pipelines.significance import BOOTSTRAP, ENSEMBLE, read_span_series, valid_difference
-from storm_bt.workflows.qrun import kept_valid_rank_ic
+from storm_bt.pipelines.significance import BOOTSTRAP, ENSEMBLE, kept_valid, read_span_series, valid_difference
 from storm_bt.workflows.span import span_runs
 
 __all__ = ["FamilyTest", "family_from_results", "family_test", "format_family_test", "format_valid_record"]
@@ -166,14 +165,13 @@ def _whole_span(runs: pd.DataFrame) -> pd.Series:
 def _kept_valid(runs: pd.DataFrame) -> pd.Series:
     """The valid Rank IC each fold run of a model's seeds kept, indexed by (seed, fold): a seed's span lists its
     fold runs in date order, and every model covers the baseline's folds."""
-    kept = {}
+    fold_runs = {}
     for _, row in runs[runs["seed"] != ENSEMBLE].iterrows():
         for fold, run_dir in enumerate(span_runs(row["span"])[0]):
             if not run_dir.is_dir():
                 raise FileNotFoundError(f"The span {row['span']} was stitched from {run_dir}, which is not there.")
-            kept[row["seed"], fold] = kept_valid_rank_ic(run_dir)
-    index = pd.MultiIndex.from_tuples(list(kept), names=["seed", "fold"])
-    return pd.Series(list(kept.values()), index=index, dtype=float)
+            fold_runs[row["seed"], fold] = run_dir
+    return kept_valid(fold_runs)
 
 
 def format_valid_record(record: pd.DataFrame, baseline: str) -> list[str]:

@@ -50,6 +50,7 @@ from storm_bt.pipelines.significance import (
     ENSEMBLE,
     SpanSeries,
     compare,
+    kept_valid,
     method_note,
     read_rank_ic,
     read_span_series,
@@ -361,7 +362,7 @@ def _results(cfg: EvalConfig, spans: list[Span]) -> tuple[pd.DataFrame, dict[tup
     """One row per span: its metrics, its significance against the baseline's span of the same seed, on
     the test days and on the valid folds."""
     series = {(s.name, s.seed): read_span_series(s.span_dir) for s in spans}
-    valid = {(s.name, s.seed): _kept_valid(s) for s in spans}
+    valid = {(s.name, s.seed): kept_valid({(r.seed, r.fold): r.run_dir for r in s.runs}) for s in spans}
     rows = []
     for s in spans:
         against = s.name != cfg.baseline_name and (cfg.baseline_name, s.seed) in series
@@ -376,12 +377,6 @@ def _results(cfg: EvalConfig, spans: list[Span]) -> tuple[pd.DataFrame, dict[tup
             | (valid_difference(valid[s.name, s.seed], valid[cfg.baseline_name, s.seed]) if against else {})
         )
     return pd.DataFrame(rows), series
-
-
-def _kept_valid(span: Span) -> pd.Series:
-    """The valid Rank IC each of the span's runs kept, indexed by (seed, fold); NaN for models without one."""
-    index = pd.MultiIndex.from_tuples([(r.seed, r.fold) for r in span.runs], names=["seed", "fold"])
-    return pd.Series([kept_valid_rank_ic(r.run_dir) for r in span.runs], index=index, dtype=float)
 
 
 def _per_model(series: dict[tuple[str, int | str], SpanSeries]) -> dict[str, SpanSeries]:
