@@ -4,6 +4,7 @@ placebo, processors fit per fold, identical tables whatever the job count, stitc
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 import subprocess
@@ -32,7 +33,14 @@ from storm_bt.pipelines.walk_forward import format_walk_forward_tables
 from storm_bt.workflows.prepared import prepare_handler
 from storm_bt.workflows.qrun import CHECKPOINTS, kept_valid_rank_ic, load_workflow, retarget
 from storm_bt.workflows.rolling import RollingSpec, rolling_folds
-from storm_bt.workflows.span import analyse_span, ensemble_scores, span_finished, stitch_predictions
+from storm_bt.workflows.span import (
+    SPAN_DONE,
+    analyse_span,
+    ensemble_scores,
+    span_finished,
+    span_runs,
+    stitch_predictions,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
@@ -132,11 +140,23 @@ def test_the_valid_difference_averages_a_folds_seeds_and_takes_the_folds_as_repl
     assert np.isnan(without["diff.valid.RankIC"]) and np.isnan(without["diff.valid.RankIC.t"])
 
 
+def test_a_span_names_its_runs_relative_to_itself_and_earlier_records_are_read_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    span = Path("out", "spans", "model", "0_digest")
+    span.mkdir(parents=True)
+    (span / SPAN_DONE).write_text(json.dumps({"runs": [["../../../runs/model/fold00", "../../../runs/model/fold01"]]}))
+    assert [[run.resolve() for run in runs] for runs in span_runs(span)] == [
+        [(tmp_path / "out" / "runs" / "model" / f"fold0{k}") for k in (0, 1)]
+    ]
+    (span / SPAN_DONE).write_text("out/runs/model/fold00 out/runs/model/fold01\n")  # before: from where it ran
+    assert span_runs(span) == [[Path("out/runs/model/fold00"), Path("out/runs/model/fold01")]]
+
+
 def test_the_stitched_span_is_the_folds_test_predictions_and_reports_like_a_run(market, walk_forward, tmp_path):
     _, provider = market
     _, out = walk_forward
     results = pd.read_csv(out / "results.csv").set_index("model")
-    span = Path(results.loc["LightGBM", "span"])
+    span = out / results.loc["LightGBM", "span"]
     runs = sorted((out / "runs" / "lightgbm").glob("fold*"))
     assert [r.name[:13] for r in runs] == ["fold00_seed0_", "fold01_seed0_"]
     pred, _ = stitch_predictions(runs)
@@ -219,7 +239,7 @@ def test_choosing_on_past_folds_reads_only_the_record_known_before_each_fold():
 
 
 def test_a_selection_stitches_the_run_chosen_on_valid_in_each_fold_and_is_tested_like_a_model(
-    market, walk_forward, tmp_path
+    market, walk_forward, tmp_path, monkeypatch
 ):
     _, provider = market
     config, out = walk_forward
@@ -241,7 +261,7 @@ def test_a_selection_stitches_the_run_chosen_on_valid_in_each_fold_and_is_tested
     assert chosen["valid.RankIC"] == pytest.approx(0.035)  # the chosen runs' valid Rank IC: 0.02, then 0.05
     assert chosen["compute_s"] == pytest.approx(results.loc[["LightGBM", "Shuffled labels"], "compute_s"].sum())
     folds = rolling_folds(RollingSpec.from_dict(_rolling(provider)), read_calendar(provider))
-    daily = {name: read_span_series(results.loc[name, "span"]).rank_ic for name in results.index}
+    daily = {name: read_span_series(copy / results.loc[name, "span"]).rank_ic for name in results.index}
     expected = pd.concat([daily["Shuffled labels"].loc[: folds[0].test[1]], daily["LightGBM"].loc[folds[1].test[0] :]])
     pd.testing.assert_series_equal(daily["Chosen on valid"], expected, check_names=False)
     paired = daily["Chosen on valid"] - daily["LightGBM"]
@@ -251,19 +271,26 @@ def test_a_selection_stitches_the_run_chosen_on_valid_in_each_fold_and_is_tested
     assert chosen["diff.valid.RankIC.t"] == pytest.approx(1.0)
     placebo = results.loc["Shuffled labels"]  # fold 1 has no valid Rank IC: one fold, no t
     assert placebo["diff.valid.RankIC"] == pytest.approx(0.01) and np.isnan(placebo["diff.valid.RankIC.t"])
-    # `storm-bt family` reads the same valid record back from the results file, best first (the spans
-    # copied from the fixture's folder name its runs: as if the evaluation had run in the copy)
-    for done in copy.glob("spans/*/*/span.done"):
-        done.write_text(done.read_text().replace(str(out), str(copy)))
+    # `storm-bt family` reads the same valid record back from the results file, best first: the spans
+    # copied with the fixture's folder name their runs relative to themselves, so the copy reads its own
     report = tmp_path / "family.md"
     assert main(["family", str(copy / "results.csv"), "--baseline", "LightGBM", "--out", str(report)]) == 0
     valid_table = report.read_text().split("## The same models on the valid folds")[1]
     assert valid_table.index("| Shuffled labels | 0.0200 | +0.0100 | n/a |") < valid_table.index(
         "| Chosen on valid | 0.0350 | +0.0050 | 1.00 |"
     )
-    moved = next(copy.glob("spans/shuffled_labels/*/span.done"))
-    moved.write_text(moved.read_text().replace(str(copy), str(tmp_path / "moved")))
-    with pytest.raises(FileNotFoundError, match=r"was stitched from .*moved.*which is not there"):
+    # a results file written before spans were relative to it names them from the folder the evaluation ran in
+    monkeypatch.chdir(tmp_path)
+    earlier = pd.read_csv(copy / "results.csv")
+    earlier["span"] = [os.path.relpath(copy / span, tmp_path) for span in earlier["span"]]
+    (copy / "subsets" / "earlier").mkdir(parents=True)
+    earlier.to_csv(copy / "subsets" / "earlier" / "results.csv", index=False)
+    again, valid_again, _ = family_from_results([copy / "subsets" / "earlier" / "results.csv"], "LightGBM")
+    assert again == family_from_results([copy / "results.csv"], "LightGBM")[0]
+    assert valid_again.loc["Chosen on valid", "diff.valid.RankIC"] == pytest.approx(0.005)
+    shuffled = sorted((copy / "runs" / "shuffled_labels").glob("fold*"))[0]
+    shuffled.rename(tmp_path / "moved")
+    with pytest.raises(FileNotFoundError, match=rf"was stitched from .*{shuffled.name}, which is not there"):
         family_from_results([copy / "results.csv"], "LightGBM")  # a run not where its span says: named, not n/a
     before = pd.read_csv(out / "results.csv").set_index("model")
     assert results.loc[before.index, "Rank IC"].tolist() == before["Rank IC"].tolist()  # other rows untouched
@@ -288,7 +315,7 @@ def test_a_past_folds_selection_takes_the_first_candidate_then_the_better_record
     assert "4 runs (4 finished before), 0 fold handlers to prepare" in done.stderr
 
     results = pd.read_csv(copy / "results.csv").set_index("model")
-    daily = {name: read_span_series(results.loc[name, "span"]).rank_ic for name in results.index}
+    daily = {name: read_span_series(copy / results.loc[name, "span"]).rank_ic for name in results.index}
     folds = rolling_folds(RollingSpec.from_dict(_rolling(provider)), read_calendar(provider))
     known = slice(None, folds[1].valid[1])  # fold 1 may read fold 0's days whose labels are known by then
     assert daily["LightGBM"].loc[known].mean() > daily["Shuffled labels"].loc[known].mean()
@@ -349,7 +376,7 @@ def test_a_model_trained_on_a_wider_universe_is_judged_on_its_score_universe_alo
     pd.testing.assert_frame_equal(scored[0], whole[0][in_core])  # same training, only the record differs
     pd.testing.assert_frame_equal(scored[1], whole[1][in_core])
     results = pd.read_csv(tmp_path / "out" / "results.csv").set_index("model")
-    span = read_span_series(results.loc["Core names", "span"]).rank_ic
+    span = read_span_series(tmp_path / "out" / results.loc["Core names", "span"]).rank_ic
     expected = daily_rank_ic(whole[0]["score"][in_core], whole[1].iloc[:, 0][in_core]).dropna()
     pd.testing.assert_series_equal(span, expected, check_names=False)
     assert (

@@ -123,6 +123,7 @@ def family_from_results(paths: Sequence[str | Path], baseline: str) -> tuple[Fam
         missing = [c for c in RESULTS_COLUMNS if c not in table]
         if missing:
             raise ValueError(f"{path}: not a walk-forward results.csv, it lacks the column(s) {missing}.")
+        table["span"] = [_span_dir(recorded, path) for recorded in table["span"]]
         for model, runs in table.groupby("model", sort=False):
             if (runs["seed"] == ENSEMBLE).sum() == 0 and len(runs) > 1:
                 raise ValueError(f"{path}: model {model!r} has {len(runs)} seeds and no ensemble row.")
@@ -135,11 +136,9 @@ def family_from_results(paths: Sequence[str | Path], baseline: str) -> tuple[Fam
     if short:
         raise ValueError(f"The baseline {baseline!r} covers {folds} folds; these models do not: {short}.")
     for model, (runs, path) in rows.items():
-        absent = [span for span in runs["span"] if not Path(span).is_dir()]
+        absent = [span for span in runs["span"] if not span.is_dir()]
         if absent:
-            raise FileNotFoundError(
-                f"{path}: the span of {model!r} is not at {absent[0]} (run from the evaluation's folder)."
-            )
+            raise FileNotFoundError(f"{path}: the span of {model!r} is not at {absent[0]}.")
     series = {model: read_span_series(row["span"]).rank_ic for model, row in whole.items()}
     others = pd.DataFrame({m: s for m, s in series.items() if m != baseline})
     test = family_test(series[baseline], others)
@@ -154,6 +153,13 @@ def family_from_results(paths: Sequence[str | Path], baseline: str) -> tuple[Fam
         }
     ).T
     return test, record, {m: p for m, (_, p) in rows.items()}
+
+
+def _span_dir(recorded: str, results: Path) -> Path:
+    """A span a results.csv names, relative to the file's folder (so an evaluation folder moves whole);
+    files written before that name it from the folder the evaluation ran in, and are read so."""
+    beside = results.parent / recorded
+    return Path(recorded) if not beside.is_dir() and Path(recorded).is_dir() else beside
 
 
 def _whole_span(runs: pd.DataFrame) -> pd.Series:

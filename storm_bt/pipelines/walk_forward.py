@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -322,7 +323,7 @@ def run_walk_forward(
     todo = [s for s in spans if not span_finished(s.span_dir)]
     run_all(executor, [_span_task(s, analysis[s.name], threads) for s in todo])
 
-    results, series = _results(cfg, spans)
+    results, series = _results(cfg, spans, tables_dir)
     family = _family_test(series, cfg.baseline_name)
     atomic_write_text(tables_dir / "results.csv", results.to_csv(index=False))
     described = describe(cfg, first, threads) | {
@@ -358,9 +359,11 @@ def _span_task(span: Span, analysis: dict[str, Any], threads: int) -> Task:
     return Task(f"span {span.name} {span.seed}", analyse_span, kwargs, threads, str(log))
 
 
-def _results(cfg: EvalConfig, spans: list[Span]) -> tuple[pd.DataFrame, dict[tuple[str, int | str], SpanSeries]]:
-    """One row per span: its metrics, its significance against the baseline's span of the same seed, on
-    the test days and on the valid folds."""
+def _results(
+    cfg: EvalConfig, spans: list[Span], tables_dir: Path
+) -> tuple[pd.DataFrame, dict[tuple[str, int | str], SpanSeries]]:
+    """One row per span: where it is (relative to ``tables_dir``, where the rows are written), its metrics,
+    its significance against the baseline's span of the same seed, on the test days and on the valid folds."""
     series = {(s.name, s.seed): read_span_series(s.span_dir) for s in spans}
     valid = {(s.name, s.seed): kept_valid({(r.seed, r.fold): r.run_dir for r in s.runs}) for s in spans}
     rows = []
@@ -368,8 +371,9 @@ def _results(cfg: EvalConfig, spans: list[Span]) -> tuple[pd.DataFrame, dict[tup
         against = s.name != cfg.baseline_name and (cfg.baseline_name, s.seed) in series
         baseline = series[cfg.baseline_name, s.seed] if against else None
         metrics = latest_metrics(s.span_dir)
+        where = os.path.relpath(s.span_dir.resolve(), tables_dir.resolve())
         rows.append(
-            {"group": s.group, "model": s.name, "seed": str(s.seed), "span": str(s.span_dir)}
+            {"group": s.group, "model": s.name, "seed": str(s.seed), "span": where}
             | {"folds": len({r.fold for r in s.runs}), "compute_s": sum(qrun_wall(r.run_dir) for r in s.trained)}
             | {"valid.RankIC": valid[s.name, s.seed].mean()}
             | metrics.to_dict()

@@ -9,6 +9,7 @@ A seed ensemble is the same span of the mean of the seeds' cross-sectionally sta
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -56,10 +57,19 @@ def span_finished(span_dir: str | Path) -> bool:
 
 
 def span_runs(span_dir: str | Path) -> list[list[Path]]:
-    """The fold runs a finished span was stitched from: per seed, in date order (as recorded, relative to
-    the folder the evaluation ran in)."""
-    lines = (Path(span_dir) / SPAN_DONE).read_text().splitlines()
-    return [[Path(run) for run in line.split()] for line in lines if line.strip()]
+    """The fold runs a finished span was stitched from: per seed, in date order.
+
+    The record holds them relative to the span folder, so an evaluation folder can be moved or copied
+    whole; a record written before that (lines of paths, relative to the folder the evaluation ran in)
+    is read as it was written.
+    """
+    span = Path(span_dir)
+    text = (span / SPAN_DONE).read_text()
+    try:
+        recorded = json.loads(text)
+    except json.JSONDecodeError:
+        return [[Path(run) for run in line.split()] for line in text.splitlines() if line.strip()]
+    return [[span / run for run in runs] for runs in recorded["runs"]]
 
 
 def analyse_span(
@@ -81,6 +91,7 @@ def analyse_span(
     from qlib.workflow import R
 
     span = Path(span_dir).resolve()  # absolute: the marker is written after the chdir below
+    relative = [[os.path.relpath(Path(run).resolve(), span) for run in runs] for runs in seeds_fold_runs]
     with exclusive(span, "walk-forward span"):
         if span_finished(span):
             return span_dir
@@ -106,6 +117,5 @@ def analyse_span(
             R.log_params(folds=len(seeds_fold_runs[0]), seeds=len(seeds_fold_runs))
             for record in records:
                 init_instance_by_config(record, recorder=recorder).generate()
-        runs = "\n".join(" ".join(runs) for runs in seeds_fold_runs)
-        atomic_write_text(span / SPAN_DONE, runs + "\n")
+        atomic_write_text(span / SPAN_DONE, json.dumps({"runs": relative}, indent=1) + "\n")
     return span_dir
