@@ -115,7 +115,7 @@ def family_from_results(paths: Sequence[str | Path], baseline: str) -> tuple[Fam
 
     A model named in several files is taken from the last one given. Every model must cover as many
     folds as the baseline: a screening run over fewer folds would cut every model's days to its own.
-    Span paths are read as recorded, relative to the folder the evaluation ran in.
+    Span paths are read relative to their results file (older files: to the folder the evaluation ran in).
     """
     rows: dict[str, tuple[pd.DataFrame, Path]] = {}
     for path in map(Path, paths):
