@@ -16,8 +16,8 @@ from datetime import date
 
 import numpy as np
 
+from storm_bt.io import machine
 from storm_bt.parallel.tasks import default_jobs
-from storm_bt.pipelines.golden import machine
 
 __all__ = ["child_run", "interleaved", "machine_line", "spread"]
 

@@ -28,6 +28,7 @@ __all__ = [
     "check_keys",
     "config_from_yaml",
     "exclusive",
+    "machine",
     "package_versions",
     "read_yaml",
     "staged_dir",
@@ -131,6 +132,19 @@ def staged_dir(target: str | Path, copy_existing: bool) -> Iterator[Path]:
         shutil.rmtree(backup, ignore_errors=True)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def machine() -> dict[str, str]:
+    """What a trained model's float rounding depends on: the CPU model and the numeric libraries (runs
+    trained on two CPUs differ by more than rounding, since training amplifies it)."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
+        cpu = names[0] if names else cpu
+    return {"cpu": cpu, **{package: version(package) for package in ("torch", "numpy")}}
 
 
 def package_versions() -> dict[str, str]:

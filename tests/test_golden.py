@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from storm_bt.pipelines.golden import MACHINE_KEY, compare, diff_table, machine, recorded_elsewhere, refresh
+from storm_bt.io import machine
+from storm_bt.pipelines.golden import MACHINE_KEY, compare, diff_table, recorded_elsewhere, refresh
 
 GOLDEN = {
     "synth.topk.CW": {"value": 1.2345, "rel": 1e-9},

@@ -21,6 +21,7 @@ from storm_bt.cli import main
 from storm_bt.data.csv_source import load_csv_dir
 from storm_bt.data.provider import read_calendar, write_provider
 from storm_bt.data.synthetic import SyntheticMarketConfig, write_market_csvs
+from storm_bt.io import machine
 from storm_bt.metrics import daily_rank_ic
 from storm_bt.model.trainer import BEST, HISTORY
 from storm_bt.pipelines.eval_config import EvalConfig, Selection
@@ -31,7 +32,15 @@ from storm_bt.pipelines.significance import read_span_series, valid_difference
 from storm_bt.pipelines.snooping import family_from_results, family_test
 from storm_bt.pipelines.walk_forward import format_walk_forward_tables
 from storm_bt.workflows.prepared import prepare_handler
-from storm_bt.workflows.qrun import CHECKPOINTS, kept_valid_rank_ic, load_workflow, retarget
+from storm_bt.workflows.qrun import (
+    CHECKPOINTS,
+    DONE_MARKER,
+    kept_valid_rank_ic,
+    load_workflow,
+    qrun_machine,
+    qrun_wall,
+    retarget,
+)
 from storm_bt.workflows.rolling import RollingSpec, rolling_folds
 from storm_bt.workflows.span import (
     SPAN_DONE,
@@ -107,6 +116,8 @@ def test_significance_separates_a_learning_model_from_a_shuffled_label_placebo(w
     assert f"| {results.loc['LightGBM', 'Rank IC']:.4f} | {t:.2f} |" in tables
     assert json.loads((out / "evaluate.json").read_text())["family"] is None  # one model beside the baseline
     assert "as a family" not in tables
+    cpu = machine()["cpu"]  # each run names the CPU it trained on: another CPU rounds differently
+    assert (results["trained_on"] == f"{cpu} (2)").all() and f"Trained on: {cpu} (4 runs)." in tables
 
 
 def test_the_tables_t_over_seeds_is_the_one_sample_t_of_the_seeds_differences(walk_forward):
@@ -501,6 +512,17 @@ def test_a_selection_named_in_models_brings_its_candidates_and_is_dropped_otherw
     assert chosen.selections == {"Chosen": Selection(["LightGBM", "L2"], "valid")}
     assert cfg.subset(models=["LightGBM", "L2"]).selections == {}  # rows are what --models names
     assert cfg.subset().selections == cfg.selections
+
+
+def test_a_finished_run_records_its_wall_time_and_machine_and_earlier_records_are_read_as_written(
+    walk_forward, tmp_path
+):
+    _, out = walk_forward
+    run = next((out / "runs" / "lightgbm").glob("fold00_seed0_*"))
+    record = json.loads((run / DONE_MARKER).read_text())
+    assert record["machine"] == machine() == qrun_machine(run) and qrun_wall(run) == record["wall_s"] > 0
+    (tmp_path / DONE_MARKER).write_text("12.5\n")  # before runs named their machine: the wall seconds alone
+    assert qrun_wall(tmp_path) == 12.5 and qrun_machine(tmp_path) is None
 
 
 @pytest.mark.parametrize("kept", [3, 1], ids=["best-epoch", "last-epoch-without-selection"])

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 
-from storm_bt.io import atomic_write_text
+from storm_bt.io import atomic_write_text, machine
 
-__all__ = ["MACHINE_KEY", "Drift", "compare", "diff_table", "machine", "recorded_elsewhere", "refresh"]
+__all__ = ["MACHINE_KEY", "Drift", "compare", "diff_table", "recorded_elsewhere", "refresh"]
 
 MACHINE_KEY = "_machine"
 
@@ -33,18 +31,6 @@ class Drift:
     @property
     def delta(self) -> float:
         return math.nan if self.golden is None or self.got is None else self.got - self.golden
-
-
-def machine() -> dict[str, str]:
-    """What a trained model's float rounding depends on: the CPU model and the numeric libraries."""
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [
-            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
-    return {"cpu": cpu, **{package: version(package) for package in ("torch", "numpy")}}
 
 
 def recorded_elsewhere(path: str | Path) -> str | None:
@@ -89,7 +75,7 @@ def refresh(
     path: str | Path, measured: dict[str, float], default_band: dict[str, float], recorded_on: dict | None = None
 ) -> None:
     """Write the measured values as the new golden ones, keeping each metric's band (or the default);
-    ``recorded_on`` (a :func:`machine`) binds them to the machine that measured them."""
+    ``recorded_on`` (a :func:`storm_bt.io.machine`) binds them to the machine that measured them."""
     path = Path(path)
     old = json.loads(path.read_text()) if path.is_file() else {}
     new = {} if recorded_on is None else {MACHINE_KEY: recorded_on}

@@ -24,6 +24,8 @@ import hashlib
 import json
 import logging
 import os
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,7 @@ from storm_bt.workflows.qrun import (
     port_analysis_configs,
     provider_path,
     qrun_finished,
+    qrun_machine,
     qrun_wall,
     retarget,
     run_workflow,
@@ -334,6 +337,7 @@ def run_walk_forward(
         "chosen": choices.to_dict("records"),
         "recommended": recommended.to_dict("records"),
         "family": family.to_dict() if family else None,
+        "trained_on": _trained_on({r.run_dir: r for s in spans for r in s.trained}.values()),
     }
     atomic_write_text(tables_dir / "evaluate.json", json.dumps(described, indent=2, default=str))
     tables = format_walk_forward_tables(results, described, _fold_rank_ic(series, folds, selected), choices, family)
@@ -375,12 +379,19 @@ def _results(
         rows.append(
             {"group": s.group, "model": s.name, "seed": str(s.seed), "span": where}
             | {"folds": len({r.fold for r in s.runs}), "compute_s": sum(qrun_wall(r.run_dir) for r in s.trained)}
+            | {"trained_on": "; ".join(f"{cpu} ({n})" for cpu, n in _trained_on(s.trained).items())}
             | {"valid.RankIC": valid[s.name, s.seed].mean()}
             | metrics.to_dict()
             | compare(series[s.name, s.seed], baseline)
             | (valid_difference(valid[s.name, s.seed], valid[cfg.baseline_name, s.seed]) if against else {})
         )
     return pd.DataFrame(rows), series
+
+
+def _trained_on(runs: Iterable[FoldRun]) -> dict[str, int]:
+    """How many of ``runs`` each CPU trained ("unrecorded": runs finished before runs named their machine).
+    CPUs round floats differently and training amplifies it to about a seed's spread."""
+    return dict(Counter((qrun_machine(r.run_dir) or {}).get("cpu", "unrecorded") for r in runs))
 
 
 def _per_model(series: dict[tuple[str, int | str], SpanSeries]) -> dict[str, SpanSeries]:
@@ -445,6 +456,18 @@ def format_walk_forward_tables(
             f"workflows: {described['overrides'] or 'none'}. Rows 'seeds' are mean ± std over the seeds' own spans; "
             "'ensemble' is one span of the mean of the seeds' standardised scores.",
         ),
+    ]
+    machines = described["trained_on"]
+    lines += [
+        "Trained on: "
+        + ", ".join(f"{cpu} ({n} runs)" for cpu, n in machines.items())
+        + "."
+        + (
+            " CPUs round floats differently and training amplifies it: compare models trained on one."
+            if len(machines) > 1
+            else ""
+        ),
+        "",
     ]
     lines += [method_note(int(results["RankIC.days"].max()), baseline), ""]
     groups = list(results.groupby(["model"], sort=False))

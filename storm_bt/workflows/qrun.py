@@ -29,7 +29,7 @@ from ruamel.yaml import YAML
 from storm_bt.data.calendar import nyse_sessions
 from storm_bt.data.provider import read_calendar
 from storm_bt.handlers.alpha158_us import label_horizon
-from storm_bt.io import atomic_write_text, exclusive, read_yaml
+from storm_bt.io import atomic_write_text, exclusive, machine, read_yaml
 from storm_bt.model.trainer import BEST, HISTORY
 from storm_bt.workflows.failure import QrunError, final_error
 from storm_bt.workflows.progress import EpochFollower, history_path
@@ -46,6 +46,7 @@ __all__ = [
     "port_analysis_configs",
     "provider_path",
     "qrun_finished",
+    "qrun_machine",
     "qrun_wall",
     "retarget",
     "run_qrun",
@@ -57,7 +58,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DONE_MARKER = "qrun.done"  # in a run folder: qrun finished there; holds the wall seconds
+DONE_MARKER = "qrun.done"  # in a run folder: qrun finished there; holds the wall seconds and the machine
 CHECKPOINTS = "checkpoints"  # in a run folder: a storm_bt model's checkpoints and training history
 
 
@@ -186,7 +187,8 @@ def run_qrun_once(
     """Run ``qrun`` in ``run_dir`` unless a finished run is there; the wall seconds of the run that finished.
 
     ``run_dir/qrun.done`` marks a finished run (written only after qrun succeeded) and holds its
-    wall time; a run interrupted before that is run again (STORM resumes from its checkpoint).
+    wall time and the machine it ran on; a run interrupted before that is run again (STORM resumes
+    from its checkpoint).
     """
     run_dir = Path(run_dir)
     done = run_dir / DONE_MARKER
@@ -194,13 +196,27 @@ def run_qrun_once(
         run_dir.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         run_qrun(workflow_path, cwd=run_dir, log_path=run_dir / "qrun.log", progress=progress)
-        atomic_write_text(done, f"{time.perf_counter() - start:.1f}\n")
+        record = {"wall_s": round(time.perf_counter() - start, 1), "machine": machine()}
+        atomic_write_text(done, json.dumps(record) + "\n")
     return qrun_wall(run_dir)
+
+
+def _done_record(run_dir: str | Path) -> dict[str, Any]:
+    """``qrun.done`` of a finished run: a JSON record, or from runs before it named their machine, the
+    wall seconds alone (or nothing)."""
+    text = (Path(run_dir) / DONE_MARKER).read_text().strip()
+    return json.loads(text) if text.startswith("{") else {"wall_s": float(text or "nan")}
 
 
 def qrun_wall(run_dir: str | Path) -> float:
     """The wall seconds of the finished qrun run in ``run_dir`` (NaN for runs that did not record it)."""
-    return float((Path(run_dir) / DONE_MARKER).read_text() or "nan")
+    return float(_done_record(run_dir)["wall_s"])
+
+
+def qrun_machine(run_dir: str | Path) -> dict[str, str] | None:
+    """The machine (:func:`storm_bt.io.machine`) the finished run in ``run_dir`` trained on; None for runs
+    finished before runs recorded it."""
+    return _done_record(run_dir).get("machine")
 
 
 def kept_valid_rank_ic(run_dir: str | Path) -> float:

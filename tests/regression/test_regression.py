@@ -24,8 +24,9 @@ from storm_bt.data.synthetic import SyntheticMarketConfig, write_market_csvs
 from storm_bt.data.testing import shared_data_dir
 from storm_bt.env.rollout import rollout
 from storm_bt.env.trading_env import EnvConfig, TradingEnv
+from storm_bt.io import machine
 from storm_bt.metrics import portfolio_metrics
-from storm_bt.pipelines.golden import compare, diff_table, machine, recorded_elsewhere, refresh
+from storm_bt.pipelines.golden import compare, diff_table, recorded_elsewhere, refresh
 
 pytestmark = pytest.mark.regression
 HERE = Path(__file__).parent
