@@ -458,17 +458,10 @@ def format_walk_forward_tables(
         ),
     ]
     machines = described["trained_on"]
-    lines += [
-        "Trained on: "
-        + ", ".join(f"{cpu} ({n} runs)" for cpu, n in machines.items())
-        + "."
-        + (
-            " CPUs round floats differently and training amplifies it: compare models trained on one."
-            if len(machines) > 1
-            else ""
-        ),
-        "",
-    ]
+    trained_on = "Trained on: " + ", ".join(f"{cpu} ({n} runs)" for cpu, n in machines.items()) + "."
+    if len(machines) > 1:
+        trained_on += " CPUs round floats differently and training amplifies it: compare models trained on one."
+    lines += [trained_on, ""]
     lines += [method_note(int(results["RankIC.days"].max()), baseline), ""]
     groups = list(results.groupby(["model"], sort=False))
     factor = {"valid Rank IC": "valid.RankIC", "Rank IC": "Rank IC", "t": "RankIC.t", "Rank ICIR": "Rank ICIR",
