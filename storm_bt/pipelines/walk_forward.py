@@ -389,8 +389,8 @@ def _results(
 
 
 def _trained_on(runs: Iterable[FoldRun]) -> dict[str, int]:
-    """How many of ``runs`` each CPU trained ("unrecorded": runs finished before runs named their machine).
-    CPUs round floats differently and training amplifies it to about a seed's spread."""
+    """How many of ``runs`` each CPU trained ("unrecorded": runs finished before runs named their machine);
+    why that matters: :func:`storm_bt.io.machine`."""
     return dict(Counter((qrun_machine(r.run_dir) or {}).get("cpu", "unrecorded") for r in runs))
 
 
